@@ -1,0 +1,146 @@
+"""Causal self-attention: how a position gathers information from earlier ones.
+
+Each position's hidden state is projected to a query, a key and a value (claim
+ATT-1). A query's score against each visible key is q . k scaled by 1/sqrt(d_head)
+(ATT-2); a softmax over the visible keys turns scores into weights that are
+non-negative and sum to one (ATT-3); the head's output is the weighted sum of the
+values (ATT-5). Keys after the query are never visible (ATT-4). Heads are
+concatenated and projected by W_O, which is the same as adding each head's output
+through its own slice of W_O (ATT-6). With grouped-query attention several query
+heads share one key/value head.
+
+Two paths compute the same thing: ``explicit_attention`` spells the math out and can
+return the weights; ``fast_attention`` calls torch's fused scaled_dot_product_attention.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from reference.cache import KVCache
+from reference.config import ModelConfig
+from reference.linear import linear
+from reference.positions import apply_rotary
+
+
+def split_heads(x: Tensor, n_heads: int) -> Tensor:
+    """[batch, seq, n_heads * d_head] -> [batch, n_heads, seq, d_head]."""
+    b, t, _ = x.shape
+    return x.view(b, t, n_heads, -1).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """[batch, n_heads, seq, d_head] -> [batch, seq, n_heads * d_head]."""
+    b, h, t, d = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * d)
+
+
+def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
+    """Give each query head its key/value head: KV head j serves query heads j*n_rep … (j+1)*n_rep - 1."""
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
+def visibility_mask(key_mask: Tensor, q_len: int, past: int) -> Tensor:
+    """Which keys each query may see: [batch, 1, q_len, past + q_len] bool.
+
+    Query t sits at slot past + t: it sees real keys at slots <= its own. A padding
+    query sees only itself, so no row is empty and no NaN can arise.
+    """
+    k_len = key_mask.shape[1]
+    q_slot = torch.arange(past, past + q_len, device=key_mask.device)[:, None]
+    k_slot = torch.arange(k_len, device=key_mask.device)[None, :]
+    causal = k_slot <= q_slot  # [q, k]
+    return ((causal[None] & key_mask[:, None, :]) | (k_slot == q_slot)[None])[:, None]
+
+
+def scores_to_weights(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """Softmax over the visible keys, in float32 at least (claims ATT-3, SOFT-7): [batch, heads, q, k]."""
+    if scores.dtype != torch.float64:
+        scores = scores.float()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
+                       bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """softmax(q k^T * scale + bias) v, spelled out; returns (output, weights).
+
+    q [batch, heads, q, d_head]; k, v [batch, heads, k, d_head] (already repeated for GQA).
+    """
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    scores = (q.to(work) @ k.to(work).transpose(-2, -1)) * scale  # [batch, heads, q, k]
+    if bias is not None:
+        scores = scores + bias.to(work)
+    weights = scores_to_weights(scores, mask)
+    return (weights.to(v.dtype) @ v), weights
+
+
+def fast_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
+                   bias: Tensor | None = None, causal: bool = False) -> Tensor:
+    """The same computation through torch.nn.functional.scaled_dot_product_attention."""
+    attn_mask: Tensor | None = mask
+    if bias is not None:
+        attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale)
+
+
+class Attention(nn.Module):
+    """Multi-head (MHA), grouped-query (GQA) or multi-query (MQA) causal self-attention.
+
+    Weights act on the right, q = h @ W_Q + b_Q, as the documents write them.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        d, h, hkv, dh = cfg.d_model, cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.cfg = cfg
+        self.W_Q = nn.Parameter(torch.empty(d, h * dh, **kw))  # type: ignore[arg-type]
+        self.W_K = nn.Parameter(torch.empty(d, hkv * dh, **kw))  # type: ignore[arg-type]
+        self.W_V = nn.Parameter(torch.empty(d, hkv * dh, **kw))  # type: ignore[arg-type]
+        self.W_O = nn.Parameter(torch.empty(h * dh, d, **kw))  # type: ignore[arg-type]
+        qkv_bias = cfg.attn_qkv_bias
+        self.b_Q = nn.Parameter(torch.zeros(h * dh, **kw)) if qkv_bias else None  # type: ignore[arg-type]
+        self.b_K = nn.Parameter(torch.zeros(hkv * dh, **kw)) if qkv_bias else None  # type: ignore[arg-type]
+        self.b_V = nn.Parameter(torch.zeros(hkv * dh, **kw)) if qkv_bias else None  # type: ignore[arg-type]
+        self.b_O = nn.Parameter(torch.zeros(d, **kw)) if cfg.attn_out_bias else None  # type: ignore[arg-type]
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of x [batch, seq, d_model], split into heads (claim ATT-1)."""
+        cfg = self.cfg
+        q = linear(x, self.W_Q, self.b_Q)
+        k = linear(x, self.W_K, self.b_K)
+        v = linear(x, self.W_V, self.b_V)
+        return split_heads(q, cfg.n_heads), split_heads(k, cfg.kv_heads), split_heads(v, cfg.kv_heads)
+
+    def forward(self, x: Tensor, mask: Tensor | None, *, rotary: tuple[Tensor, Tensor] | None = None,
+                bias: Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
+                explicit: bool = False, causal: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x [batch, seq, d_model] -> (output [batch, seq, d_model], weights or None).
+
+        ``mask`` [batch, 1, q, k] bool, or None with ``causal=True`` for an unpadded
+        prefill. Weights [batch, n_heads, q, k] are returned on the explicit path only.
+        """
+        cfg = self.cfg
+        q, k, v = self.project(x)  # [batch, heads, seq, d_head]
+        if rotary is not None:
+            cos, sin = rotary
+            q = apply_rotary(q, cos, sin, cfg.rotary_interleaved)
+            k = apply_rotary(k, cos, sin, cfg.rotary_interleaved)
+        if cache is not None:
+            k, v = cache.store(layer, k, v)
+        n_rep = cfg.n_heads // cfg.kv_heads
+        weights: Tensor | None = None
+        if explicit:
+            if mask is None and causal:
+                mask = visibility_mask(torch.ones(x.shape[0], k.shape[2], dtype=torch.bool, device=x.device),
+                                      q.shape[2], k.shape[2] - q.shape[2])
+            out, weights = explicit_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, cfg.scale, bias)
+        else:
+            out = fast_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, cfg.scale, bias, causal)
+        return linear(merge_heads(out), self.W_O, self.b_O), weights
+

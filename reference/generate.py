@@ -1,0 +1,53 @@
+"""The autoregressive loop: predict, choose, append, repeat.
+
+Generation keeps the prompt and appends one chosen token per step (claim GEN-1).
+With the KV cache each step feeds only the newest token; without it each step
+recomputes the whole prefix; both give the same tokens (GEN-2). Prompts of different
+lengths run together, left-padded with an attention mask (GEN-3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from reference.model import Transformer
+from reference.sampling import sample
+from reference.validation import check_mask
+
+
+@torch.no_grad()
+def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_mask: Tensor | None = None,
+             temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+             generator: torch.Generator | None = None, eos_token_id: int | None = None,
+             use_cache: bool = True) -> Tensor:
+    """Extend each row of ``ids`` [batch, seq] by up to ``max_new_tokens`` tokens -> [batch, seq + n].
+
+    A row that emits ``eos_token_id`` is finished: later columns repeat that ID. The loop
+    ends after ``max_new_tokens`` steps or when every row is finished, so n <= max_new_tokens.
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if eos_token_id is not None and not (0 <= eos_token_id < model.cfg.vocab_size):
+        raise ValueError(f"eos_token_id must lie in [0, {model.cfg.vocab_size}), got {eos_token_id}")
+    mask = (torch.ones_like(ids, dtype=torch.bool) if attention_mask is None
+            else check_mask(attention_mask, ids, ids.device))
+    b, t = ids.shape
+    if t + max_new_tokens > model.cfg.max_positions:
+        raise ValueError(f"max_new_tokens: {t} prompt + {max_new_tokens} new tokens exceed "
+                         f"max_positions={model.cfg.max_positions}")
+    cache = model.new_cache(b, t + max_new_tokens) if use_cache else None
+    tokens, finished = ids, torch.zeros(b, dtype=torch.bool, device=ids.device)
+    step_ids, step_mask = ids, mask
+    for _ in range(max_new_tokens):
+        logits = model(step_ids, step_mask, cache).logits[:, -1]  # [batch, V]: only the last position chooses
+        nxt = sample(logits, generator, temperature, top_k, top_p)
+        if eos_token_id is not None:
+            nxt = torch.where(finished, torch.full_like(nxt, eos_token_id), nxt)
+            finished = finished | (nxt == eos_token_id)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(nxt[:, None], dtype=torch.bool)], dim=1)
+        step_ids, step_mask = (nxt[:, None], mask[:, -1:]) if use_cache else (tokens, mask)
+        if eos_token_id is not None and bool(finished.all()):
+            break
+    return tokens

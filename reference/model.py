@@ -1,0 +1,198 @@
+"""The whole forward pass: token IDs in, next-token logits for every position out.
+
+    ids -> E[ids] (+ P[pos]) -> blocks (pre-norm attention and MLP with residuals)
+        -> final norm -> h @ U (+ b) -> logits
+
+One pass over n tokens gives n next-token distributions: position i's predicts
+token i + 1, and only the last one chooses what comes next (claim OUT-7).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from reference.attention import visibility_mask
+from reference.block import Block
+from reference.cache import KVCache
+from reference.config import ModelConfig
+from reference.embedding import Embedding
+from reference.norms import Norm
+from reference.positions import (
+    LearnedPositions,
+    alibi_bias,
+    alibi_slopes,
+    positions_from_mask,
+    rotary_angles,
+    sinusoidal_table,
+)
+from reference.unembedding import unembed
+from reference.validation import check_device, check_ids, check_mask
+
+
+@dataclass(frozen=True)
+class ForwardOutput:
+    """What one forward pass returns.
+
+    logits: [batch, seq, vocab] for every position, always.
+    states: on request, the residual stream before each block and after the last
+      one (n_layers + 1 tensors of [batch, seq, d_model], all before the final norm).
+    attentions: on request, each layer's weights [batch, n_heads, seq, cache_len + seq].
+    """
+
+    logits: Tensor
+    states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+class Transformer(nn.Module):
+    """A decoder-only transformer built from a ModelConfig, on the device and dtype given."""
+
+    def __init__(self, cfg: ModelConfig, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.attention_impl = "fast"  # or "explicit"; both compute the same thing
+        kw = {"device": device, "dtype": dtype}
+        self.embed = Embedding(cfg.vocab_size, cfg.d_model, cfg.embedding_scale, **kw)  # type: ignore[arg-type]
+        self.pos = LearnedPositions(cfg.max_positions, cfg.d_model, **kw) if cfg.positions == "learned" else None  # type: ignore[arg-type]
+        self.embed_norm = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_bias, **kw) if cfg.embedding_norm else None  # type: ignore[arg-type]
+        self.blocks = nn.ModuleList(Block(cfg, **kw) for _ in range(cfg.n_layers))  # type: ignore[arg-type]
+        self.final_norm = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_bias, **kw)  # type: ignore[arg-type]
+        self.U = None if cfg.tied_embeddings else nn.Parameter(torch.empty(cfg.d_model, cfg.vocab_size, **kw))  # type: ignore[arg-type]
+        self.b_U = nn.Parameter(torch.zeros(cfg.vocab_size, **kw)) if cfg.unembed_bias else None  # type: ignore[arg-type]
+
+    # -- the matrices the documents talk about --------------------------------------
+    @property
+    def E(self) -> Tensor:
+        """The embedding table [vocab, d_model]."""
+        return self.embed.E
+
+    @property
+    def W_U(self) -> Tensor:
+        """The unembedding [d_model, vocab]: E^T when tied (claim OUT-3)."""
+        return self.embed.E.T if self.U is None else self.U
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.E.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.E.dtype
+
+    def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
+        """An empty KV cache on this model's device and dtype (capacity defaults to max_positions)."""
+        cap = self.cfg.max_positions if capacity is None else capacity
+        return KVCache.empty(self.cfg, batch, cap, device=self.device, dtype=self.dtype)
+
+    # -- the forward pass -------------------------------------------------------------
+    def forward(self, ids: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None, *,
+                return_states: bool = False, return_attentions: bool = False) -> ForwardOutput:
+        """ids [batch, seq] (left-padded where ``attention_mask`` is 0) -> ForwardOutput.
+
+        With a cache, ``ids`` are the tokens after those already cached; the cache is
+        advanced in place.
+        """
+        cfg = self.cfg
+        check_ids(ids, cfg.vocab_size, self.device)
+        mask = None if attention_mask is None else check_mask(attention_mask, ids, self.device)
+        past = self._check_cache(cache, ids)
+        b, t = ids.shape
+        if past + t > cfg.max_positions:
+            raise ValueError(f"ids: {past} cached + {t} new tokens exceed max_positions={cfg.max_positions}")
+        padded = mask is not None and not bool(mask.all())
+        real = mask if mask is not None else torch.ones_like(ids, dtype=torch.bool)
+        offset = cache.next_position if cache is not None else torch.zeros(b, dtype=torch.long, device=ids.device)
+        pos = positions_from_mask(real, offset)  # [batch, seq]
+
+        h = self._embed(ids, pos)  # [batch, seq, d_model]
+        key_mask = real if cache is None else torch.cat([cache.key_mask[:, :past], real], dim=1)
+        explicit = return_attentions or self.attention_impl == "explicit"
+        cache_padded = cache is not None and past > 0 and not bool(cache.key_mask[:, :past].all())
+        needs_mask = padded or cache_padded or cfg.positions == "alibi" or (past > 0 and t > 1)
+        full_mask = visibility_mask(key_mask, t, past) if needs_mask else None
+        causal = full_mask is None and past == 0 and t > 1
+        rotary = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, h.dtype) if cfg.positions == "rotary" else None
+        bias = self._alibi(pos, key_mask, cache, past, h.dtype) if cfg.positions == "alibi" else None
+
+        states, attentions = [h], []
+        for i, block in enumerate(self.blocks):
+            h, weights = block(h, full_mask, rotary=rotary, bias=bias, cache=cache, layer=i,
+                               explicit=explicit, causal=causal)
+            states.append(h)
+            if weights is not None:
+                attentions.append(weights)
+        if cache is not None:
+            cache.advance(real)
+        logits = unembed(self.final_norm(h), self.W_U, self.b_U)  # [batch, seq, vocab]
+        return ForwardOutput(
+            logits=logits,
+            states=tuple(states) if return_states else None,
+            attentions=tuple(attentions) if return_attentions else None,
+        )
+
+    def _embed(self, ids: Tensor, pos: Tensor) -> Tensor:
+        """Token rows plus additive positions (claims EMB-1, POS-2)."""
+        cfg = self.cfg
+        h = self.embed(ids)
+        if self.pos is not None:
+            h = h + self.pos(pos)
+        elif cfg.positions == "sinusoidal":
+            h = h + sinusoidal_table(cfg.max_positions, cfg.d_model, device=h.device, dtype=h.dtype)[pos]
+        if self.embed_norm is not None:
+            h = self.embed_norm(h)
+        return h
+
+    def _alibi(self, pos: Tensor, key_mask: Tensor, cache: KVCache | None, past: int, dtype: torch.dtype) -> Tensor:
+        k_pos = pos if cache is None else torch.cat(
+            [positions_from_mask(key_mask[:, :past], torch.zeros_like(pos[:, 0])), pos], dim=1)
+        slopes = alibi_slopes(self.cfg.n_heads)
+        return alibi_bias(slopes, pos, k_pos, torch.float32 if dtype != torch.float64 else dtype)
+
+    def _check_cache(self, cache: KVCache | None, ids: Tensor) -> int:
+        if cache is None:
+            return 0
+        if cache.batch != ids.shape[0]:
+            raise ValueError(f"cache holds batch {cache.batch} but ids has batch {ids.shape[0]}")
+        if cache.keys[0].dtype != self.dtype:
+            raise TypeError(f"cache dtype {cache.keys[0].dtype} differs from the model's {self.dtype}")
+        check_device(cache.key_mask, self.device, "cache")
+        if cache.length + ids.shape[1] > cache.capacity:
+            raise ValueError(f"ids: {cache.length} cached + {ids.shape[1]} new tokens exceed the cache "
+                             f"capacity {cache.capacity}")
+        return cache.length
+
+
+@torch.no_grad()
+def init_random(model: Transformer, seed: int = 0, std: float = 0.02) -> Transformer:
+    """Fill every weight from N(0, std^2) (norm gains 1, biases small), from a CPU generator.
+
+    The draws are made on the CPU in float64 and copied, so the same seed gives the
+    same weights on every device and dtype.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf == "weight":  # norm gains
+            value = 1.0 + 0.1 * torch.randn(p.shape, generator=g, dtype=torch.float64)
+        elif leaf.startswith("b") or leaf == "bias":
+            value = 0.1 * std * torch.randn(p.shape, generator=g, dtype=torch.float64)
+        else:
+            value = std * torch.randn(p.shape, generator=g, dtype=torch.float64)
+        p.copy_(value.to(p.dtype))
+    return model
+
+
+def build(cfg: ModelConfig, *, seed: int = 0, std: float | None = None, device: torch.device | str | None = None,
+          dtype: torch.dtype = torch.float32) -> Transformer:
+    """A model with random weights (seeded): the spec's default subject when no checkpoint is given.
+
+    ``std`` defaults to 1/sqrt(d_model) so logits have spread at any width.
+    """
+    model = Transformer(cfg, device=device, dtype=dtype)
+    init_random(model, seed, 1.0 / math.sqrt(cfg.d_model) if std is None else std)
+    return model.eval()

@@ -1,0 +1,53 @@
+"""nox sessions: tests, lint, typecheck, coverage, cuda, docs.
+
+Sessions run in the current environment (venv_backend "none"): install the project
+once as the README says, then `nox -s tests lint typecheck`. Creating a fresh venv per
+session would download torch again each time (several GB unless pinned to the CPU
+build), which is exactly what the README's install step avoids.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+COVERAGE_FLOOR = 90  # percent of reference/ lines; also [tool.coverage.report] fail_under
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The project's tests and the whole catalog against every built-in target."""
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.run("mypy", "reference", "spec")
+
+
+@nox.session
+def coverage(session: nox.Session) -> None:
+    """Unit tests of reference/ with line coverage; fails below the floor."""
+    session.run("python", "-m", "pytest", "tests/reference", "--cov=reference", "--cov-report=term-missing",
+                f"--cov-fail-under={COVERAGE_FLOOR}", "-p", "no:randomly", *session.posargs)
+
+
+@nox.session
+def cuda(session: nox.Session) -> None:
+    """The CUDA-marked tests and the catalog on the GPU (skips with a reason where there is none)."""
+    session.run("python", "-m", "pytest", "-m", "cuda", "--device", "cuda", "-rs", *session.posargs)
+    session.run("python", "-m", "pytest", "tests/reference", "--device", "all", "-q", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/claims.md from the catalog."""
+    with open("docs/claims.md", "w", encoding="utf-8") as out:
+        session.run("next-token-spec", "list", "--markdown", stdout=out)

@@ -1,0 +1,88 @@
+"""The catalog: every claim of the documents, under its stable ID.
+
+A claim is a property: a function of a target and a Hypothesis data object that
+raises AssertionError when the target violates it. ``@claim`` registers it with its
+one-line statement (in the project's own words), its sources (document key and
+section), the capabilities it needs, and its tolerance with the reason for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hypothesis import strategies as st
+
+from spec.target import CAPABILITIES, Target
+
+Check = Callable[[Target, st.DataObject], None]
+
+_ID = re.compile(r"^[A-Z]+-[0-9]+$")
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str  # one line, the project's own words
+    source: str  # document key and section, e.g. "embedding-to-choice §12"
+    needs: tuple[str, ...]  # capabilities (spec.target.CAPABILITIES) beyond logits
+    tolerance: str  # which comparison, and why that tolerance
+    check: Check = field(compare=False)
+    kind: str = "numeric"  # exact | numeric | statistical
+    max_examples: int | None = None  # None: the profile's; statistical claims run fewer, larger examples
+    precise: str = ""  # where the documents were loose: what the property makes precise
+
+    @property
+    def family(self) -> str:
+        return self.id.split("-")[0]
+
+    @property
+    def doc(self) -> str:
+        return (self.check.__doc__ or "").strip()
+
+    def missing(self, target: Target) -> list[str]:
+        """The capabilities this claim needs that the target does not expose."""
+        have = target.capabilities
+        return [c for c in self.needs if c not in have]
+
+
+CATALOG: dict[str, Claim] = {}
+
+FAMILY_ORDER = ("TOK", "EMB", "POS", "ATT", "MLP", "RES", "NORM", "BLK", "OUT", "SOFT", "DEC", "GEN", "REF", "TR")
+
+
+def claim(id: str, statement: str, *, source: str, needs: tuple[str, ...] = (), tolerance: str,
+          kind: str = "numeric", max_examples: int | None = None, precise: str = "") -> Callable[[Check], Check]:
+    """Register the decorated property under ``id``."""
+    if not _ID.match(id):
+        raise ValueError(f"claim id {id!r} must look like 'ABC-1'")
+    unknown = [c for c in needs if c not in CAPABILITIES]
+    if unknown:
+        raise ValueError(f"claim {id} needs unknown capabilities {unknown}")
+    if kind not in ("exact", "numeric", "statistical"):
+        raise ValueError(f"claim {id}: kind must be exact, numeric or statistical, got {kind!r}")
+
+    def register(fn: Check) -> Check:
+        if id in CATALOG:
+            raise ValueError(f"claim {id} registered twice")
+        CATALOG[id] = Claim(id, statement, source, tuple(needs), tolerance, fn, kind, max_examples, precise)
+        return fn
+
+    return register
+
+
+def ordered() -> list[Claim]:
+    """All registered claims, by family in pipeline order, then by number."""
+    load_all()
+
+    def key(c: Claim) -> tuple[int, int]:
+        fam, num = c.id.split("-")
+        return (FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER), int(num))
+
+    return sorted(CATALOG.values(), key=key)
+
+
+def load_all() -> None:
+    """Import every claim module (registration happens at import)."""
+    import spec.claims  # noqa: F401

@@ -1,0 +1,84 @@
+"""``next-token-spec explain``: one token's journey, told stage by stage as the documents tell it.
+
+text -> token IDs -> embedding rows -> residual stream through every block ->
+final norm -> logits -> softmax (at T = 1 and a chosen T) -> the chosen token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from spec.target import Target
+
+
+def builtin_target(device: str = "cpu", dtype: str = "float32") -> Target:
+    """A small random-weight GPT-2-style reference model whose vocabulary is the built-in tokenizer's."""
+    import reference
+    from spec.targets.reference_target import ReferenceTarget
+    from spec.targets.registry import DTYPES
+    from spec.targets.tokenizers import builtin_tokenizer
+
+    tok = builtin_tokenizer()
+    cfg = reference.preset("gpt2-tiny").with_(vocab_size=tok.vocab_size, max_positions=256)
+    model = reference.build(cfg, seed=0, device=device, dtype=DTYPES[dtype])
+    return ReferenceTarget(model, name="builtin (random weights)", tokenizer=tok)
+
+
+def explain(prompt: str, *, target: str | Target = "builtin", device: str = "cpu", dtype: str = "float32",
+            steps: int = 1, temperature: float = 0.7, top: int = 10) -> Iterator[str]:
+    """Yield the lines of the story for ``steps`` greedy steps."""
+    from spec.targets.registry import resolve
+
+    if isinstance(target, Target):
+        t = target
+    else:
+        t = builtin_target(device, dtype) if target == "builtin" else resolve(target, device=device, dtype=dtype)
+    tok = t.tokenizer()
+    ids = tok.encode(prompt)
+    if not ids:
+        raise ValueError("prompt: the text encodes to no tokens; give at least one character")
+    yield f"model: {t.describe()}"
+    for step in range(steps):
+        yield from _one_step(t, ids, temperature, top, step)
+        ids = [*ids, _choose(t, ids)]
+
+
+def _choose(t: Target, ids: list[int]) -> int:
+    logits = t.logits(torch.tensor([ids], device=t.device))[0, -1]
+    return int(logits.argmax())
+
+
+def _one_step(t: Target, ids: list[int], temperature: float, top: int, step: int) -> Iterator[str]:
+    tok = t.tokenizer()
+    x = torch.tensor([ids], device=t.device)  # [1, seq]
+    yield f"\n=== step {step + 1}: predicting token {len(ids) + 1} ==="
+    yield "1. text -> token IDs (byte-level BPE; the leading space belongs to the token)"
+    for i in ids:
+        yield f"   {i:>6}  {tok.id_to_token(i)!r}"
+    caps = t.capabilities
+    if "embedding_matrix" in caps:
+        E = t.embedding_matrix()
+        yield f"2. lookup: each ID selects one row of E [{E.shape[0]} x {E.shape[1]}]; row norms:"
+        yield "   " + "  ".join(f"{float(E[i].float().norm()):.3f}" for i in ids)
+    if "residual_states" in caps:
+        states = t.residual_states(x)
+        yield "3. the residual stream at the last position (norm after each block; 0 = after the lookup):"
+        yield "   " + "  ".join(f"L{li}:{float(h[0, -1].float().norm()):.2f}" for li, h in enumerate(states))
+    if "attention_weights" in caps:
+        yield "4. where the last position attends most, per layer (head-averaged weight):"
+        for li, w in enumerate(t.attention_weights(x)):
+            avg = w[0, :, -1].float().mean(dim=0)  # [seq]
+            j = int(avg.argmax())
+            yield f"   layer {li}: position {j} {tok.id_to_token(ids[j])!r} ({float(avg[j]):.2f})"
+    logits = t.logits(x)[0, -1].float()  # [V]
+    p1 = torch.softmax(logits, dim=-1)
+    pt = torch.softmax(logits / temperature, dim=-1) if temperature > 0 else torch.nn.functional.one_hot(
+        logits.argmax(), logits.shape[0]).float()
+    yield f"5. final norm, then one dot product per vocabulary entry -> {logits.shape[0]} logits; softmax:"
+    yield f"   {'token':>18}  {'logit':>8}  {'p(T=1)':>8}  {f'p(T={temperature:g})':>9}"
+    for i in torch.argsort(logits, descending=True, stable=True)[:top].tolist():
+        yield f"   {tok.id_to_token(i)!r:>18}  {float(logits[i]):8.3f}  {float(p1[i]):8.4f}  {float(pt[i]):9.4f}"
+    choice = int(logits.argmax())
+    yield f"6. greedy choice: {tok.id_to_token(choice)!r} (ID {choice}); text so far: {tok.decode([*ids, choice])!r}"

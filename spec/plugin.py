@@ -1,0 +1,166 @@
+"""The pytest plugin: ``pytest --target X`` runs the whole catalog against X.
+
+Installed through the ``pytest11`` entry point, so any project's test suite can run
+``pytest --target mypkg.adapter:build``. Each (target, claim) pair becomes one test
+item: passed claims pass, failed claims fail with the shrunk counterexample and a
+command that reproduces it, claims the target cannot run are skipped with the
+missing capability named (a missing trained model fails instead when
+NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1), and expected deviations are xfailed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+
+from spec import profiles
+from spec.catalog import Claim, ordered
+from spec.runner import DEVIATION, FAILED, NEEDS_TRAINED, PASSED, Result, require_trained, run_claim
+from spec.target import Target
+
+ENV_TARGET = "NEXT_TOKEN_SPEC_TARGET"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("next-token-spec")
+    group.addoption("--target", action="append", default=[], metavar="TARGET",
+                    help="run the claim catalog against TARGET (reference[:preset], hf:<preset>, smollm2, "
+                         "module.path:factory); repeatable; also $NEXT_TOKEN_SPEC_TARGET (comma-separated)")
+    group.addoption("--device", default="cpu", choices=("cpu", "cuda", "all"),
+                    help="device for targets and device-parametrized tests: cpu, cuda, or all available")
+    group.addoption("--dtype", default="float32", help="dtype for targets (float32, float64, bfloat16, float16)")
+    group.addoption("--expectations", default=None, metavar="DIR",
+                    help="folder of per-target expected-deviation files (<target>.toml)")
+    parser.addini("next_token_spec_targets", "targets checked when no --target is given", type="linelist",
+                  default=[])
+
+
+def devices(config: pytest.Config) -> list[str]:
+    """The devices --device selects; 'all' means cpu plus cuda when present."""
+    import torch
+
+    choice = config.getoption("--device")
+    if choice == "all":
+        return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    return [choice]
+
+
+def selected_targets(config: pytest.Config) -> list[str]:
+    chosen = list(config.getoption("--target"))
+    env = os.environ.get(ENV_TARGET, "")
+    chosen += [t.strip() for t in env.split(",") if t.strip()]
+    if not chosen:
+        chosen = list(config.getini("next_token_spec_targets"))
+    if chosen == ["builtin"]:
+        from spec.targets.registry import BUILTIN_TARGETS
+
+        chosen = list(BUILTIN_TARGETS)
+    return chosen
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("hypothesis_profile", None):
+        profiles.load()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    targets = selected_targets(config)
+    if not targets:
+        return []
+    return [f"next-token-spec: targets {', '.join(targets)}; device {config.getoption('--device')}; "
+            f"dtype {config.getoption('--dtype')}; hypothesis profile {settings._current_profile}"]
+
+
+class _Targets:
+    """Builds each target once per session."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, str, str], Target] = {}
+
+    def get(self, spec: str, device: str, dtype: str) -> Target:
+        from spec.targets.registry import resolve
+
+        key = (spec, device, dtype)
+        if key not in self.cache:
+            self.cache[key] = resolve(spec, device=device, dtype=dtype)
+        return self.cache[key]
+
+
+_TARGETS = _Targets()
+
+
+class ClaimFailure(Exception):
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.detail)
+        self.result = result
+
+
+class ClaimItem(pytest.Item):
+    """One claim checked on one target."""
+
+    def __init__(self, *, claim: Claim, target_spec: str, device: str, dtype: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.claim, self.target_spec, self.device, self.dtype = claim, target_spec, device, dtype
+        self.add_marker(pytest.mark.claim(claim.id))
+        if device == "cuda":
+            self.add_marker(pytest.mark.cuda)
+
+    def runtest(self) -> None:
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            pytest.skip("CUDA not available")
+        target = _TARGETS.get(self.target_spec, self.device, self.dtype)
+        deviation = _deviations(self.config, self.target_spec).get(self.claim.id)
+        result = run_claim(self.claim, target, deviation=deviation, target_spec=self.target_spec,
+                           profile_name=str(settings._current_profile))
+        self.user_properties.append(("examples", result.examples))
+        self.user_properties.append(("worst", result.worst))
+        if result.status == FAILED:
+            raise ClaimFailure(result)
+        if result.status == DEVIATION:
+            pytest.xfail(result.detail)
+        if result.status == NEEDS_TRAINED and require_trained():
+            pytest.fail(f"{self.claim.id}: {result.detail} (NEXT_TOKEN_SPEC_REQUIRE_TRAINED is set)")
+        if result.status != PASSED:
+            pytest.skip(f"{self.claim.id} {result.status}: {result.detail}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ClaimFailure):
+            r = excinfo.value.result
+            return "\n".join([f"{r.claim} failed on {r.target}: {self.claim.statement}",
+                              f"source: {self.claim.source}", f"tolerance: {self.claim.tolerance}", "",
+                              r.detail, "", "counterexample (shrunk):", r.counterexample, "",
+                              f"reproduce: {r.reproduce}"])
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.target_spec}::{self.claim.id}"
+
+
+def _deviations(config: pytest.Config, target_spec: str) -> dict[str, Any]:
+    folder = config.getoption("--expectations")
+    if not folder:
+        return {}
+    from spec.catalog import CATALOG
+    from spec.expectations import load
+
+    path = Path(folder) / (target_spec.replace(":", "-").replace("/", "-") + ".toml")
+    return load(path, set(CATALOG)) if path.exists() else {}
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    targets = selected_targets(config)
+    if not targets:
+        return
+    dtype = config.getoption("--dtype")
+    for spec in targets:
+        for device in devices(config):
+            for c in ordered():
+                name = f"claim[{spec}|{device}|{c.id}]"
+                items.append(ClaimItem.from_parent(session, name=name, claim=c, target_spec=spec,
+                                                   device=device, dtype=dtype))

@@ -1,0 +1,122 @@
+"""Run claims against a target and say, claim by claim, what holds.
+
+Each claim becomes a Hypothesis test over ``st.data()``; the result records the
+status, how many examples ran, the worst error relative to its tolerance and, on
+failure, Hypothesis's shrunk counterexample and a command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.reporting import with_reporter
+
+from spec.catalog import Claim
+from spec.expectations import Deviation
+from spec.target import NotExposed, Target
+from spec.tolerance import Recorder, recording, stop_recording
+
+PASSED, FAILED = "passed", "failed"
+NOT_EXPOSED, DEVIATION = "not exposed", "expected deviation"
+NEEDS_TRAINED, NO_CONVERTER = "needs a trained model", "no converter for this target"
+
+
+@dataclass
+class Result:
+    claim: str
+    statement: str
+    target: str
+    status: str
+    examples: int = 0
+    worst: float | None = None  # worst error / tolerance over all comparisons (<= 1 within)
+    detail: str = ""
+    counterexample: str = ""
+    reproduce: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def missing_status(claim: Claim, target: Target) -> tuple[str, str] | None:
+    """Why the claim cannot run on this target, or None when it can."""
+    missing = claim.missing(target)
+    if not missing:
+        return None
+    if "trained" in missing:
+        return NEEDS_TRAINED, "the claim is about trained weights; this target's are random"
+    if "reference_model" in missing:
+        return NO_CONVERTER, "REF-1 needs a converter from this target's weights to the reference"
+    return NOT_EXPOSED, "missing capabilities: " + ", ".join(missing)
+
+
+def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
+              deviation: Deviation | None = None, target_spec: str | None = None,
+              profile_name: str = "") -> Result:
+    """Check one claim on one target; never raises for a claim failure."""
+    started = time.perf_counter()
+    result = Result(claim.id, claim.statement, target.describe(), PASSED)
+    why = missing_status(claim, target)
+    if why is not None:
+        result.status, result.detail = why
+        return result
+    base = profile or settings()
+    n_max = base.max_examples if claim.max_examples is None else min(claim.max_examples, base.max_examples)
+    rec, count = Recorder(), [0]
+    report: list[object] = []
+
+    @settings(base, max_examples=max(1, n_max), deadline=None, database=None if base.derandomize else base.database,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @given(data=st.data())
+    def prop(data: st.DataObject) -> None:
+        count[0] += 1
+        claim.check(target, data)
+
+    token = recording(rec)
+    try:
+        with with_reporter(report.append):
+            prop()
+    except NotExposed as exc:
+        status = NO_CONVERTER if exc.capability == "reference_model" else NOT_EXPOSED
+        result.status, result.detail = status, f"missing capability: {exc}"
+    except Exception as exc:  # a failed claim: keep the shrunk example and the message
+        result.status = FAILED
+        result.detail = _first_lines(f"{type(exc).__name__}: {exc}", 12)
+        result.counterexample = "\n".join(str(r) for r in report).strip() or _first_lines(traceback.format_exc(), 20)
+        result.reproduce = (f"next-token-spec check {target_spec or target.name} --claim {claim.id}"
+                            + (f" --profile {profile_name}" if profile_name else ""))
+    finally:
+        stop_recording(token)
+    result.examples = count[0]
+    result.worst = rec.worst if rec.comparisons else None
+    if deviation is not None:
+        if result.status == FAILED:
+            result.status, result.detail = DEVIATION, f"{deviation.reason} | {result.detail}"
+        elif result.status == PASSED:
+            result.detail = f"expected deviation listed but the claim passed: {deviation.reason}"
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def run_catalog(claims: list[Claim], target: Target, *, profile: settings | None = None,
+                deviations: dict[str, Deviation] | None = None, target_spec: str | None = None,
+                profile_name: str = "") -> list[Result]:
+    """Run every claim on ``target`` in catalog order."""
+    devs = deviations or {}
+    return [run_claim(c, target, profile=profile, deviation=devs.get(c.id), target_spec=target_spec,
+                      profile_name=profile_name) for c in claims]
+
+
+def require_trained() -> bool:
+    """In CI a missing trained model is a failure, not a skip (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1)."""
+    return os.environ.get("NEXT_TOKEN_SPEC_REQUIRE_TRAINED", "") not in ("", "0")
+
+
+def _first_lines(text: str, n: int) -> str:
+    lines = text.strip().splitlines()
+    return "\n".join(lines[:n]) + ("\n…" if len(lines) > n else "")

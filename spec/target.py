@@ -1,0 +1,178 @@
+"""The implementation under test, seen through one small protocol.
+
+A target must give logits for a batch of token IDs. Everything else is optional:
+a target exposes a capability by overriding the method of that name. A claim that
+needs a capability the target lacks is reported as "not exposed", naming it —
+never as passed.
+
+Write an adapter for your own implementation by subclassing ``Target`` and
+overriding ``logits`` plus whatever else you have; see README "Checking your model".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from reference.config import ModelConfig
+    from reference.model import Transformer
+
+
+class NotExposed(Exception):
+    """The target does not offer the named capability."""
+
+    def __init__(self, capability: str, why: str = "") -> None:
+        super().__init__(capability + (f": {why}" if why else ""))
+        self.capability = capability
+        self.why = why
+
+
+class Tokenizer(Protocol):
+    """What a claim needs of a tokenizer."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def id_to_token(self, i: int) -> str: ...
+
+
+# The optional capabilities, each the name of a Target method, with what it means.
+CAPABILITIES: dict[str, str] = {
+    "embedding_matrix": "the input embedding table E [V, d]",
+    "embed": "the vectors entering the first block for given ids [B, T, d]",
+    "unembedding": "the output matrix U [d, V] and bias b [V] or None",
+    "final_norm": "the final norm applied to residual states",
+    "residual_states": "the residual stream before each block and after the last (before the final norm)",
+    "attention_weights": "each layer's attention probabilities [B, heads, T, T]",
+    "queries_keys": "a layer's queries and keys, after positions are applied [B, heads, T, d_head]",
+    "sublayers": "one block's norms, attention and MLP as functions of the residual stream",
+    "decode": "incremental decoding with a KV cache",
+    "softmax": "the target's own softmax with temperature",
+    "filtered_probabilities": "the target's sampling distribution after temperature, top-k and top-p",
+    "sample": "the target's own sampler, driven by a torch.Generator",
+    "generate": "the target's own greedy generation loop",
+    "tokenizer": "the target's tokenizer",
+    "config": "the target's architecture as a reference ModelConfig",
+    "build": "fresh models of this implementation for any drawn config",
+    "train_step": "one gradient step of this implementation on a loss",
+    "reference_model": "a converter from this target's weights to the reference",
+    "trained": "the weights come from real training (not random)",
+}
+
+
+class Target:
+    """Base class of every target; override ``logits`` and any optional capability."""
+
+    name: str = "target"
+    version: str = ""
+    tolerance: str = "float32"  # a key of spec.tolerance.CLASSES
+    trained: ClassVar[bool] = False
+    vocab_size: int
+    max_positions: int = 1 << 30
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+    # -- required -------------------------------------------------------------------
+    def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Next-token logits for every position: ids [B, T] (left-padded where mask is 0) -> [B, T, V]."""
+        raise NotImplementedError
+
+    # -- optional -------------------------------------------------------------------
+    def embedding_matrix(self) -> Tensor:
+        raise NotExposed("embedding_matrix")
+
+    def embed(self, ids: Tensor) -> Tensor:
+        raise NotExposed("embed")
+
+    def unembedding(self) -> tuple[Tensor, Tensor | None]:
+        raise NotExposed("unembedding")
+
+    def final_norm(self, h: Tensor) -> Tensor:
+        raise NotExposed("final_norm")
+
+    def residual_states(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
+        raise NotExposed("residual_states")
+
+    def attention_weights(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
+        raise NotExposed("attention_weights")
+
+    def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotExposed("queries_keys")
+
+    def sublayers(self, layer: int) -> Sublayers:
+        raise NotExposed("sublayers")
+
+    def decode(self, ids: Tensor, prefill: int, attention_mask: Tensor | None = None) -> Tensor:
+        """Feed ids[:, :prefill] at once, then one token per step through a KV cache; logits [B, T, V]."""
+        raise NotExposed("decode")
+
+    def softmax(self, logits: Tensor, temperature: float = 1.0) -> Tensor:
+        raise NotExposed("softmax")
+
+    def filtered_probabilities(self, logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                               top_p: float | None = None) -> Tensor:
+        raise NotExposed("filtered_probabilities")
+
+    def sample(self, logits: Tensor, generator: torch.Generator, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None) -> Tensor:
+        raise NotExposed("sample")
+
+    def generate(self, ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None) -> Tensor:
+        """Greedy continuation keeping the prompt: [B, T] -> [B, T + max_new_tokens]."""
+        raise NotExposed("generate")
+
+    def tokenizer(self) -> Tokenizer:
+        raise NotExposed("tokenizer")
+
+    def config(self) -> ModelConfig:
+        raise NotExposed("config")
+
+    def build(self, config: ModelConfig, seed: int = 0) -> Target:
+        raise NotExposed("build")
+
+    def train_step(self, ids: Tensor, targets: Tensor, lr: float) -> None:
+        """One SGD step on cross-entropy of predicting ``targets`` [B, T] from ``ids`` [B, T]."""
+        raise NotExposed("train_step")
+
+    def reference_model(self) -> Transformer:
+        raise NotExposed("reference_model", "no converter for this target")
+
+    # -- bookkeeping -------------------------------------------------------------------
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The optional capabilities this target exposes (methods it overrides)."""
+        have = {name for name in CAPABILITIES if name != "trained" and _overrides(self, name)}
+        if self.trained:
+            have.add("trained")
+        return frozenset(have)
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version}".strip()
+
+
+class Sublayers(Protocol):
+    """One block's parts as functions of x [B, T, d] -> [B, T, d] (claims MLP-2, RES-1, NORM-1, BLK-1)."""
+
+    def norm1(self, x: Tensor) -> Tensor: ...
+
+    def norm2(self, x: Tensor) -> Tensor: ...
+
+    def attention(self, x: Tensor) -> Tensor: ...
+
+    def mlp(self, x: Tensor) -> Tensor: ...
+
+    def block(self, x: Tensor) -> Tensor: ...
+
+    @property
+    def parallel(self) -> bool: ...
+
+
+def _overrides(target: Any, name: str) -> bool:
+    return getattr(type(target), name) is not getattr(Target, name)

@@ -1,0 +1,175 @@
+"""Any HuggingFace-style causal LM as a spec target.
+
+Called as ``model(input_ids=..., attention_mask=...)`` with ``.logits`` in the
+result. HuggingFace models expose more (hidden states, attention probabilities, a
+KV cache, greedy generation, their embedding matrices), so those claims run on HF
+itself: it is checked, not only used as an oracle.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reference.config import ModelConfig
+from reference.model import Transformer
+from spec.target import NotExposed, Target
+from spec.tolerance import for_dtype
+
+# Where HF families keep their final norm (its input is the last residual state).
+_FINAL_NORM_PATHS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm",
+                     "model.final_layernorm", "transformer.norm_f")
+
+
+def _get(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+class HFTarget(Target):
+    """Wraps a transformers PreTrainedModel (or anything called the same way)."""
+
+    def __init__(self, model: nn.Module, name: str = "hf", version: str = "", tolerance: str | None = None,
+                 trained: bool = False) -> None:
+        self.model = model.eval()
+        self.name = name
+        try:
+            import transformers
+
+            self.version = version or f"transformers {transformers.__version__}"
+        except ImportError:  # a user's model that only looks like HF
+            self.version = version
+        cfg = getattr(model, "config", None)
+        self.vocab_size = int(getattr(cfg, "vocab_size", 0)) or int(self._output_width())
+        ctx = getattr(cfg, "max_position_embeddings", 0) or getattr(cfg, "n_positions", 0)
+        self.max_positions = int(ctx or 1 << 30)
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        self.tolerance = tolerance or for_dtype(self.dtype).name
+        self.trained = trained  # type: ignore[misc]
+        params = inspect.signature(model.forward).parameters
+        self._takes_positions = "position_ids" in params
+        self._final_norm = next((m for m in (_get(model, p) for p in _FINAL_NORM_PATHS) if m is not None), None)
+
+    def _output_width(self) -> int:
+        out = self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=next(self.model.parameters()).device))
+        return int(out.logits.shape[-1])
+
+    def _kwargs(self, ids: Tensor, attention_mask: Tensor | None) -> dict[str, Tensor]:
+        kw: dict[str, Tensor] = {"input_ids": ids}
+        if attention_mask is not None:
+            kw["attention_mask"] = attention_mask.long()
+            if self._takes_positions:  # as HF's own generate does for left padding
+                kw["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return kw
+
+    @torch.no_grad()
+    def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.model(**self._kwargs(ids, attention_mask)).logits
+
+    def embedding_matrix(self) -> Tensor:
+        emb: Any = self.model.get_input_embeddings()  # type: ignore[operator]
+        if emb is None:
+            raise NotExposed("embedding_matrix")
+        return emb.weight.detach()
+
+    def unembedding(self) -> tuple[Tensor, Tensor | None]:
+        head: Any = self.model.get_output_embeddings()  # type: ignore[operator]
+        if head is None:
+            raise NotExposed("unembedding")
+        bias = getattr(head, "bias", None)
+        return head.weight.detach().T, None if bias is None else bias.detach()
+
+    @torch.no_grad()
+    def final_norm(self, h: Tensor) -> Tensor:
+        if self._final_norm is None:
+            raise NotExposed("final_norm", "final norm module not found")
+        return self._final_norm(h)
+
+    @torch.no_grad()
+    def residual_states(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
+        """HF's hidden_states, with the last one taken before the final norm (HF applies it there)."""
+        if self._final_norm is None:
+            raise NotExposed("residual_states", "final norm module not found")
+        captured: list[Tensor] = []
+        hook = self._final_norm.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            out = self.model(**self._kwargs(ids, attention_mask), output_hidden_states=True)
+        finally:
+            hook.remove()
+        return (*out.hidden_states[:-1], captured[-1])
+
+    @torch.no_grad()
+    def attention_weights(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
+        impl = getattr(getattr(self.model, "config", None), "_attn_implementation", "eager")
+        if impl != "eager":
+            raise NotExposed("attention_weights", f"attention implementation {impl!r} returns no weights")
+        out = self.model(**self._kwargs(ids, attention_mask), output_attentions=True)
+        return tuple(out.attentions)
+
+    @torch.no_grad()
+    def decode(self, ids: Tensor, prefill: int, attention_mask: Tensor | None = None) -> Tensor:
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.long()
+        kw = self._kwargs(ids[:, :prefill], mask[:, :prefill])
+        out = self.model(**kw, use_cache=True)
+        logits, past = [out.logits], out.past_key_values
+        for t in range(prefill, ids.shape[1]):
+            step: dict[str, Any] = {"input_ids": ids[:, t:t + 1], "attention_mask": mask[:, :t + 1],
+                                    "past_key_values": past, "use_cache": True}
+            if self._takes_positions:
+                step["position_ids"] = (mask[:, :t + 1].cumsum(-1) - 1).clamp(min=0)[:, -1:]
+            out = self.model(**step)
+            logits.append(out.logits)
+            past = out.past_key_values
+        return torch.cat(logits, dim=1)
+
+    @torch.no_grad()
+    def generate(self, ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None) -> Tensor:
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.long()
+        return self.model.generate(  # type: ignore[operator,no-any-return]
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                   min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0,
+                                   eos_token_id=None)
+
+    def config(self) -> ModelConfig:
+        return self._converter().config(self.model.config)
+
+    def reference_model(self) -> Transformer:
+        try:
+            from reference.convert import from_hf
+        except ImportError as exc:
+            raise NotExposed("reference_model", "no converter for this target") from exc
+        self._converter()
+        return from_hf(self.model)
+
+    def _converter(self) -> Any:
+        try:
+            from reference.convert import CONVERTERS
+        except ImportError as exc:
+            raise NotExposed("reference_model", "no converter for this target") from exc
+        model_type = getattr(getattr(self.model, "config", None), "model_type", None)
+        if model_type not in CONVERTERS:
+            raise NotExposed("reference_model", f"no converter for model_type {model_type!r}")
+        return CONVERTERS[model_type]
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this particular model offers: some HF models lack a converter, a final norm or eager weights."""
+        have = set(super().capabilities)
+        try:
+            self._converter()
+        except NotExposed:
+            have -= {"config", "reference_model"}
+        if self._final_norm is None:
+            have -= {"final_norm", "residual_states"}
+        if getattr(getattr(self.model, "config", None), "_attn_implementation", "eager") != "eager":
+            have.discard("attention_weights")
+        if not hasattr(self.model, "generate"):
+            have.discard("generate")
+        return frozenset(have)

@@ -1,0 +1,177 @@
+"""The reference implementation as a spec target: it exposes every capability."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+import reference
+from reference.block import Block
+from reference.config import ModelConfig
+from reference.model import Transformer
+from reference.presets import preset
+from spec.target import Sublayers, Target, Tokenizer
+
+
+@dataclass
+class ReferenceSublayers:
+    """Block ``layer`` of a reference model, part by part."""
+
+    blk: Block
+
+    @property
+    def parallel(self) -> bool:
+        return self.blk.parallel
+
+    def norm1(self, x: Tensor) -> Tensor:
+        return self.blk.N1(x)
+
+    def norm2(self, x: Tensor) -> Tensor:
+        return self.blk.N2(x)
+
+    def attention(self, x: Tensor) -> Tensor:
+        return self.blk.attn(x, None, causal=x.shape[1] > 1)[0]
+
+    def mlp(self, x: Tensor) -> Tensor:
+        return self.blk.mlp(x)
+
+    def block(self, x: Tensor) -> Tensor:
+        return self.blk(x, None, causal=x.shape[1] > 1)[0]
+
+
+class ReferenceTarget(Target):
+    """reference.Transformer with all its stages exposed."""
+
+    version = reference.__version__
+
+    def __init__(self, model: Transformer, name: str = "reference", tokenizer: Tokenizer | None = None,
+                 trained: bool = False) -> None:
+        self.model = model.eval()
+        self.name = name
+        self._tokenizer = tokenizer
+        self.vocab_size = model.cfg.vocab_size
+        self.max_positions = model.cfg.max_positions
+        self.device = model.device
+        self.dtype = model.dtype
+        self.tolerance = _tolerance_name(model.dtype)
+        self.trained = trained  # type: ignore[misc]
+
+    @classmethod
+    def from_preset(cls, name: str, *, seed: int = 0, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> ReferenceTarget:
+        model = reference.build(preset(name), seed=seed, device=device, dtype=dtype)
+        return cls(model, name=f"reference:{name}")
+
+    @torch.no_grad()
+    def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.model(ids, attention_mask).logits
+
+    def embedding_matrix(self) -> Tensor:
+        return self.model.E.detach()
+
+    @torch.no_grad()
+    def embed(self, ids: Tensor) -> Tensor:
+        pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        return self.model._embed(ids, pos)
+
+    def unembedding(self) -> tuple[Tensor, Tensor | None]:
+        b = self.model.b_U
+        return self.model.W_U.detach(), None if b is None else b.detach()
+
+    @torch.no_grad()
+    def final_norm(self, h: Tensor) -> Tensor:
+        return self.model.final_norm(h)
+
+    @torch.no_grad()
+    def residual_states(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
+        states = self.model(ids, attention_mask, return_states=True).states
+        assert states is not None
+        return states
+
+    @torch.no_grad()
+    def attention_weights(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
+        att = self.model(ids, attention_mask, return_attentions=True).attentions
+        assert att is not None
+        return att
+
+    @torch.no_grad()
+    def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        from reference.positions import apply_rotary, rotary_angles
+
+        states = self.residual_states(ids)
+        blk = self._block(layer)
+        q, k, _ = blk.attn.project(blk.N1(states[layer]))
+        cfg = self.model.cfg
+        if cfg.positions == "rotary":
+            pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+            cos, sin = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, q.dtype)
+            q, k = apply_rotary(q, cos, sin, cfg.rotary_interleaved), apply_rotary(k, cos, sin, cfg.rotary_interleaved)
+        return q, k
+
+    def sublayers(self, layer: int) -> Sublayers:
+        return ReferenceSublayers(self._block(layer))
+
+    def _block(self, layer: int) -> Block:
+        blk = self.model.blocks[layer]
+        assert isinstance(blk, Block)
+        return blk
+
+    @torch.no_grad()
+    def decode(self, ids: Tensor, prefill: int, attention_mask: Tensor | None = None) -> Tensor:
+        cache = self.model.new_cache(ids.shape[0], ids.shape[1])
+        mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        out = [self.model(ids[:, :prefill], mask[:, :prefill], cache).logits]
+        for t in range(prefill, ids.shape[1]):
+            out.append(self.model(ids[:, t:t + 1], mask[:, t:t + 1], cache).logits)
+        return torch.cat(out, dim=1)
+
+    def softmax(self, logits: Tensor, temperature: float = 1.0) -> Tensor:
+        return reference.softmax(logits, temperature)
+
+    def filtered_probabilities(self, logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                               top_p: float | None = None) -> Tensor:
+        return reference.filtered_probabilities(logits, temperature, top_k, top_p)
+
+    def sample(self, logits: Tensor, generator: torch.Generator, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None) -> Tensor:
+        return reference.sample(logits, generator, temperature, top_k, top_p)
+
+    def generate(self, ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None) -> Tensor:
+        return reference.generate(self.model, ids, max_new_tokens, attention_mask=attention_mask)
+
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            from spec.targets.tokenizers import builtin_tokenizer
+
+            self._tokenizer = builtin_tokenizer(self.vocab_size)
+        return self._tokenizer
+
+    def config(self) -> ModelConfig:
+        return self.model.cfg
+
+    def build(self, config: ModelConfig, seed: int = 0) -> ReferenceTarget:
+        model = reference.build(config, seed=seed, device=self.device, dtype=self.dtype)
+        return ReferenceTarget(model, name=f"{self.name}[built]")
+
+    def train_step(self, ids: Tensor, targets: Tensor, lr: float) -> None:
+        self.model.train()
+        logits = self.model(ids).logits
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        self.model.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.sub_(lr * p.grad)
+        self.model.eval()
+
+    def reference_model(self) -> Transformer:
+        return self.model
+
+
+def _tolerance_name(dtype: torch.dtype) -> str:
+    from spec.tolerance import for_dtype
+
+    return for_dtype(dtype).name

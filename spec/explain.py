@@ -56,7 +56,7 @@ def _one_step(t: Target, ids: list[int], temperature: float, top: int, step: int
     yield f"\n=== step {step + 1}: predicting token {len(ids) + 1} ==="
     yield "1. text -> token IDs (byte-level BPE; the leading space belongs to the token)"
     for i in ids:
-        yield f"   {i:>6}  {tok.id_to_token(i)!r}"
+        yield f"   {i:>6}  {tok.decode([i])!r}"
     caps = t.capabilities
     if "embedding_matrix" in caps:
         E = t.embedding_matrix()
@@ -71,7 +71,7 @@ def _one_step(t: Target, ids: list[int], temperature: float, top: int, step: int
         for li, w in enumerate(t.attention_weights(x)):
             avg = w[0, :, -1].float().mean(dim=0)  # [seq]
             j = int(avg.argmax())
-            yield f"   layer {li}: position {j} {tok.id_to_token(ids[j])!r} ({float(avg[j]):.2f})"
+            yield f"   layer {li}: position {j} {tok.decode([ids[j]])!r} ({float(avg[j]):.2f})"
     logits = t.logits(x)[0, -1].float()  # [V]
     p1 = torch.softmax(logits, dim=-1)
     pt = torch.softmax(logits / temperature, dim=-1) if temperature > 0 else torch.nn.functional.one_hot(
@@ -79,6 +79,6 @@ def _one_step(t: Target, ids: list[int], temperature: float, top: int, step: int
     yield f"5. final norm, then one dot product per vocabulary entry -> {logits.shape[0]} logits; softmax:"
     yield f"   {'token':>18}  {'logit':>8}  {'p(T=1)':>8}  {f'p(T={temperature:g})':>9}"
     for i in torch.argsort(logits, descending=True, stable=True)[:top].tolist():
-        yield f"   {tok.id_to_token(i)!r:>18}  {float(logits[i]):8.3f}  {float(p1[i]):8.4f}  {float(pt[i]):9.4f}"
+        yield f"   {tok.decode([i])!r:>18}  {float(logits[i]):8.3f}  {float(p1[i]):8.4f}  {float(pt[i]):9.4f}"
     choice = int(logits.argmax())
-    yield f"6. greedy choice: {tok.id_to_token(choice)!r} (ID {choice}); text so far: {tok.decode([*ids, choice])!r}"
+    yield f"6. greedy choice: {tok.decode([choice])!r} (ID {choice}); text so far: {tok.decode([*ids, choice])!r}"

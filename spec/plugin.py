@@ -50,10 +50,11 @@ def devices(config: pytest.Config) -> list[str]:
 
 
 def selected_targets(config: pytest.Config) -> list[str]:
+    """--target and $NEXT_TOKEN_SPEC_TARGET; else the ini default, but only for a run of the whole suite."""
     chosen = list(config.getoption("--target"))
     env = os.environ.get(ENV_TARGET, "")
     chosen += [t.strip() for t in env.split(",") if t.strip()]
-    if not chosen:
+    if not chosen and not config.getoption("file_or_dir"):
         chosen = list(config.getini("next_token_spec_targets"))
     if chosen == ["builtin"]:
         from spec.targets.registry import BUILTIN_TARGETS

@@ -1,0 +1,216 @@
+"""Meta-tests of the spec's own machinery: catalog, strategies, tolerance helpers, runner, reports, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reference.config import ModelConfig
+from spec import report, strategies
+from spec.catalog import CATALOG, Claim, claim, ordered
+from spec.cli import main
+from spec.expectations import load
+from spec.runner import FAILED, NEEDS_TRAINED, NO_CONVERTER, NOT_EXPOSED, PASSED, run_claim
+from spec.target import Target
+from spec.targets.reference_target import ReferenceTarget
+from spec.tolerance import CLASSES, Recorder, assert_close, assert_equal, error_ratio, recording, stop_recording
+
+ROOT = Path(__file__).resolve().parents[2]
+CLAIMS_MD = ROOT.parent / "shared" / "claims.md"
+FAST = settings(max_examples=5, derandomize=True, database=None)
+
+
+def test_every_claim_of_shared_claims_md_is_registered() -> None:
+    if not CLAIMS_MD.exists():
+        pytest.fail(f"{CLAIMS_MD} is missing: the spec's claim list comes from shared/claims.md")
+    ids = re.findall(r"^- ([A-Z]+-[0-9]+) ", CLAIMS_MD.read_text(encoding="utf-8"), flags=re.M)
+    assert ids, "no claim IDs parsed from shared/claims.md"
+    ordered()
+    missing = [i for i in ids if i not in CATALOG]
+    assert not missing, f"claims not in the spec yet: {missing}"
+
+
+def test_every_claim_has_statement_source_and_tolerance() -> None:
+    for c in ordered():
+        assert c.statement and c.source and c.tolerance, c.id
+        assert c.doc, f"{c.id} has no docstring stating the precise property"
+
+
+def test_docs_claims_md_is_current() -> None:
+    expected = report.catalog_markdown(ordered())
+    doc = ROOT / "docs" / "claims.md"
+    assert doc.exists() and doc.read_text(encoding="utf-8") == expected, (
+        "docs/claims.md is stale: run `next-token-spec list --markdown > docs/claims.md` (or `nox -s docs`)")
+
+
+def test_claim_registration_rejects_bad_ids_and_capabilities() -> None:
+    with pytest.raises(ValueError, match="must look like"):
+        claim("bad id", "x", source="s", tolerance="t")
+    with pytest.raises(ValueError, match="unknown capabilities"):
+        claim("ZZZ-1", "x", source="s", needs=("telepathy",), tolerance="t")
+    with pytest.raises(ValueError, match="kind must be"):
+        claim("ZZZ-2", "x", source="s", tolerance="t", kind="vibes")
+
+
+# -- strategies generate what they claim -----------------------------------------------
+@settings(max_examples=50, deadline=None)
+@given(cfg=strategies.configs())
+def test_configs_are_valid_and_small(cfg: ModelConfig) -> None:
+    assert isinstance(cfg, ModelConfig)
+    assert cfg.n_layers <= 2 and cfg.d_model <= 32 and cfg.vocab_size <= 64
+    assert cfg.n_heads % cfg.kv_heads == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(ids=strategies.token_ids(13, min_len=2, max_len=5, batch=3))
+def test_token_ids_shape_and_range(ids: torch.Tensor) -> None:
+    assert ids.dtype == torch.long and ids.shape[0] == 3 and 2 <= ids.shape[1] <= 5
+    assert int(ids.min()) >= 0 and int(ids.max()) < 13
+
+
+@settings(max_examples=50, deadline=None)
+@given(z=strategies.logit_vectors(magnitude=7.0, batch=2), t=strategies.temperatures(0.1, 10.0),
+       a=strategies.scales(0.5, 2.0))
+def test_logits_temperatures_scales_in_range(z: torch.Tensor, t: float, a: float) -> None:
+    assert z.shape[0] == 2 and z.dtype == torch.float64 and bool(torch.isfinite(z).all())
+    assert float(z.abs().max()) <= 7.0
+    assert 0.1 * (1 - 1e-9) <= t <= 10.0 * (1 + 1e-9) and 0.5 * (1 - 1e-9) <= a <= 2.0 * (1 + 1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=strategies.permutations(7))
+def test_permutations_are_permutations(p: torch.Tensor) -> None:
+    assert sorted(p.tolist()) == list(range(7))
+
+
+def test_generator_is_seeded() -> None:
+    a = torch.rand(3, generator=strategies.generator(5))
+    b = torch.rand(3, generator=strategies.generator(5))
+    assert torch.equal(a, b)
+
+
+# -- tolerance helpers fail where they must --------------------------------------------
+def test_assert_close_fails_outside_tolerance_and_records_ratio() -> None:
+    rec = Recorder()
+    token = recording(rec)
+    try:
+        x = torch.tensor([1.0, 2.0])
+        assert_close(x + 5e-5, x, CLASSES["float32"], "inside")
+        with pytest.raises(AssertionError, match="outside"):
+            assert_close(x + 1e-3, x, CLASSES["float32"], "outside")
+        with pytest.raises(AssertionError, match="shape"):
+            assert_close(x, x[:1], CLASSES["float32"], "shape")
+    finally:
+        stop_recording(token)
+    assert rec.comparisons == 2 and rec.worst > 1.0
+
+
+def test_assert_equal_is_bitwise() -> None:
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    assert_equal(x.clone(), x, "same")
+    with pytest.raises(AssertionError):
+        assert_equal(x + 1e-15 * x, x, "one ulp off")
+
+
+def test_error_ratio() -> None:
+    e = torch.tensor([1.0, 10.0])
+    assert error_ratio(e + torch.tensor([0.1, 0.0]), e, 0.1, 0.0) == pytest.approx(1.0)
+    assert error_ratio(e, e, 0.0, 0.0) == 0.0
+    assert error_ratio(e + 1, e, 0.0, 0.0) == float("inf")
+
+
+def test_tolerance_classes_are_ordered() -> None:
+    order = ["exact", "float64", "float32", "half"]
+    atols = [CLASSES[n].atol for n in order]
+    assert atols == sorted(atols)
+
+
+# -- runner statuses --------------------------------------------------------------------
+class LogitsOnly(Target):
+    name = "logits-only"
+    vocab_size = 11
+
+    def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.zeros(*ids.shape, 11)
+
+
+def _fake_claim(needs: tuple[str, ...], fails: bool) -> Claim:
+    def check(target: Target, data: st.DataObject) -> None:
+        x = data.draw(st.integers(0, 100), label="x")
+        assert not (fails and x >= 3), f"x={x} is too big"
+
+    return Claim("ZZZ-9", "a claim for testing", "nowhere", needs, "none", check)
+
+
+def test_runner_passed_failed_and_shrinks() -> None:
+    t = LogitsOnly()
+    assert run_claim(_fake_claim((), False), t, profile=FAST).status == PASSED
+    r = run_claim(_fake_claim((), True), t, profile=settings(max_examples=50, derandomize=True, database=None))
+    assert r.status == FAILED and "x=3" in r.detail and "3" in r.counterexample
+    assert r.reproduce.startswith("next-token-spec check")
+
+
+def test_runner_reports_missing_capabilities_never_passed() -> None:
+    t = LogitsOnly()
+    assert t.capabilities == frozenset()
+    r = run_claim(_fake_claim(("decode",), False), t, profile=FAST)
+    assert r.status == NOT_EXPOSED and "decode" in r.detail and r.examples == 0
+    assert run_claim(_fake_claim(("trained",), False), t, profile=FAST).status == NEEDS_TRAINED
+    assert run_claim(_fake_claim(("reference_model",), False), t, profile=FAST).status == NO_CONVERTER
+
+
+def test_reference_target_exposes_everything_but_trained() -> None:
+    from spec.target import CAPABILITIES
+
+    t = ReferenceTarget.from_preset("gpt2-tiny")
+    assert t.capabilities == frozenset(CAPABILITIES) - {"trained"}
+
+
+# -- expectations, reports, CLI -----------------------------------------------------------
+def test_expectations_warn_on_unknown_claim(tmp_path: Path) -> None:
+    f = tmp_path / "t.toml"
+    f.write_text('[[deviation]]\nclaim = "GEN-3"\nreason = "known"\n[[deviation]]\nclaim = "NOPE-1"\nreason = "x"\n')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        devs = load(f, {"GEN-3"})
+    assert list(devs) == ["GEN-3"] and any("NOPE-1" in str(w.message) for w in caught)
+    f.write_text('[[deviation]]\nclaim = "GEN-3"\n')
+    with pytest.raises(ValueError, match="needs a reason"):
+        load(f, {"GEN-3"})
+
+
+def test_reports_in_every_format(tmp_path: Path) -> None:
+    t = LogitsOnly()
+    results = [run_claim(_fake_claim((), True), t, profile=FAST), run_claim(_fake_claim(("decode",), False), t)]
+    for ext in ("json", "md", "xml"):
+        report.write(tmp_path / f"r.{ext}", results, suite="s")
+    assert json.loads((tmp_path / "r.json").read_text())[0]["status"] == FAILED
+    assert "| ZZZ-9 |" in (tmp_path / "r.md").read_text()
+    assert 'failures="1"' in (tmp_path / "r.xml").read_text()
+    with pytest.raises(ValueError, match="extension"):
+        report.write(tmp_path / "r.txt", results, suite="s")
+    assert "failed" in report.table(results) and "not exposed" in report.summary(results)
+
+
+def test_cli_list_and_check_one_claim(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    assert "EMB-1" in capsys.readouterr().out
+    assert main(["check", "reference:gpt2-tiny", "--claim", "EMB-2", "--profile", "ci"]) == 0
+    out = capsys.readouterr().out
+    assert "EMB-2" in out and "passed" in out
+    assert main(["check", "reference", "--claim", "NOPE-1"]) == 2
+
+
+def test_cli_explain_tells_the_whole_journey(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "The cat sat", "--steps", "2", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("token IDs", "row norms", "residual stream", "attends most", "logits", "greedy choice",
+                  "step 2"):
+        assert stage in out, stage

@@ -51,7 +51,14 @@ def _hf(rest: str, device: str, dtype: torch.dtype) -> Target:
     return HFTarget(build_hf(rest, device=device, dtype=dtype), name=f"hf:{rest}")
 
 
-_HANDLERS: dict[str, Callable[[str, str, torch.dtype], Target]] = {"reference": _reference, "hf": _hf}
+def _smollm2(rest: str, device: str, dtype: torch.dtype) -> Target:
+    from spec.targets import smollm2
+
+    return smollm2._handler(rest, device, dtype)
+
+
+_HANDLERS: dict[str, Callable[[str, str, torch.dtype], Target]] = {"reference": _reference, "hf": _hf,
+                                                                    "smollm2": _smollm2}
 
 
 def register(kind: str, handler: Callable[[str, str, torch.dtype], Target]) -> None:

@@ -1,0 +1,107 @@
+"""HuggingFace transformers checkpoints as reference Transformers.
+
+Each supported family has one module here with two functions, ``config(hf_config)``
+(the reference ModelConfig, every field read from an explicit HF config field) and
+``state_dict(hf_config, hf_state_dict)`` (the weights under the reference's names).
+``CONVERTERS`` maps HF's ``config.model_type`` to that module; ``from_hf`` looks the
+converter up there and loads the weights with ``strict=True``, so a missing or extra
+parameter is an error, never a silently different model.
+
+A config the reference cannot express (post-norm OPT, soft-capping, scaled rotary, a
+nonlinearity that differs from the reference's, ...) raises ``UnsupportedConfig``
+naming the HF config field and its value.
+
+    >>> hf = AutoModelForCausalLM.from_pretrained("gpt2")     # doctest: +SKIP
+    >>> model = from_hf(hf, dtype=torch.float64)               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from reference.config import ModelConfig
+from reference.convert import (
+    bloom,
+    falcon,
+    gemma,
+    gpt2,
+    gpt_neox,
+    gptj,
+    llama,
+    mistral,
+    opt,
+    phi,
+    phi3,
+    qwen2,
+)
+from reference.convert.common import UnsupportedConfig
+from reference.model import Transformer
+
+
+class Converter(Protocol):
+    """What a family module provides (modules satisfy this protocol structurally)."""
+
+    def config(self, hf_config: Any) -> ModelConfig:
+        """The reference ModelConfig of an HF config; UnsupportedConfig if it is not expressible."""
+        ...
+
+    def state_dict(self, hf_config: Any, hf_state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The HF weights under the reference's parameter names (same dtype and device)."""
+        ...
+
+
+CONVERTERS: dict[str, Converter] = {
+    "bloom": bloom,
+    "falcon": falcon,
+    "gemma": gemma,
+    "gpt2": gpt2,
+    "gpt_neox": gpt_neox,
+    "gptj": gptj,
+    "llama": llama,
+    "mistral": mistral,
+    "opt": opt,
+    "phi": phi,
+    "phi3": phi3,
+    "qwen2": qwen2,
+}
+
+
+def converter_for(hf_config: Any) -> Converter:
+    """The converter registered for ``hf_config.model_type``; UnsupportedConfig lists the supported ones."""
+    model_type = getattr(hf_config, "model_type", None)
+    try:
+        return CONVERTERS[model_type]  # type: ignore[index]
+    except KeyError:
+        raise UnsupportedConfig(f"config.model_type={model_type!r} has no converter; supported model types: "
+                                f"{sorted(CONVERTERS)}") from None
+
+
+def from_hf(hf_model_or_config_and_state_dict: Any, *, device: torch.device | str | None = None,
+            dtype: torch.dtype | None = None) -> Transformer:
+    """A reference Transformer with the weights of an HF causal LM.
+
+    Accepts an HF model (anything with ``.config`` and ``.state_dict()``, e.g. a
+    ``*ForCausalLM``) or a pair ``(hf_config, hf_state_dict)``. The model is built on
+    ``device`` and in ``dtype``, by default those of the HF weights, and returned in
+    eval mode.
+    """
+    source = hf_model_or_config_and_state_dict
+    if isinstance(source, tuple):
+        hf_config, hf_state_dict = source
+    else:
+        hf_config, hf_state_dict = source.config, source.state_dict()
+    conv = converter_for(hf_config)
+    cfg = conv.config(hf_config)
+    weights = conv.state_dict(hf_config, hf_state_dict)
+    first = weights["embed.E"]
+    model = Transformer(cfg, device=first.device if device is None else device,
+                        dtype=first.dtype if dtype is None else dtype)
+    model.load_state_dict(weights, strict=True)
+    return model.eval()
+
+
+__all__ = ["CONVERTERS", "Converter", "UnsupportedConfig", "converter_for", "from_hf"]

@@ -58,6 +58,7 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)
     mass_above = torch.cumsum(sorted_p, dim=-1) - sorted_p
     keep_sorted = mass_above < p
+    keep_sorted[..., 0] = True  # the top token, even when p rounds to 0 in the logits' dtype
     keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
     return logits.masked_fill(~keep, float("-inf"))
 

@@ -1,0 +1,347 @@
+"""OUT: hidden state to logits (claims OUT-1 .. OUT-7).
+
+OUT-1 and OUT-7 check the target's own forward pass; OUT-3 checks which matrix it
+unembeds with; OUT-2, OUT-4, OUT-5 and OUT-6 are about the mathematics of dot-product
+read-out, worked on the target's own matrices (E or U) and, where they need a
+softmax, on the target's own softmax. Math on the target's matrices is done in
+float64, so its tolerances are float64 rounding bounds of a d-term dot product
+(gamma_d = d u / (1 - d u) with u = 2^-53, rounded up to 4 (d + 2) u), never the
+target's class.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from hypothesis import strategies as st
+from torch import Tensor
+
+from spec.catalog import claim
+from spec.claims.soft import exact_softmax, softmax_error_bound, unit_roundoff, within
+from spec.strategies import configs, permutations, seeds, target_ids
+from spec.target import Target
+from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, check
+
+_U64 = 2.0**-53
+_CHUNK = 8192  # rows of a table converted to float64 at a time (real vocabularies are 30k-250k rows)
+
+
+def _dot_bound(d: int) -> float:
+    """Relative rounding bound of a float64 dot product of length d (gamma_d, with margin)."""
+    return 4 * (d + 2) * _U64
+
+
+def _scores(vectors: Tensor, table: Tensor) -> Tensor:
+    """vectors [k, d] (float64) dotted with every row of table [V, d], in float64 by chunks: [k, V]."""
+    return torch.cat([vectors @ chunk.detach().double().cpu().T for chunk in table.split(_CHUNK)], dim=1)
+
+
+def _row_norms(table: Tensor) -> Tensor:
+    """|row| of every row of table [V, d], in float64."""
+    return torch.cat([chunk.detach().double().cpu().norm(dim=1) for chunk in table.split(_CHUNK)])
+
+
+def _token_list(data: st.DataObject, vocab: int, label: str, max_size: int = 8) -> list[int]:
+    return data.draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=max_size), label=label)
+
+
+def _width_of(target: Target) -> int | None:
+    """d_model from whatever the target exposes, or None."""
+    have = target.capabilities
+    if "config" in have:
+        return target.config().d_model
+    if "embedding_matrix" in have:
+        return int(target.embedding_matrix().shape[1])
+    return None
+
+
+@claim("OUT-1", "Each logit is the dot product of the final (normed) hidden state with that token's column of U, "
+                "plus its bias: the whole vector is one matrix product.",
+       source="embedding-to-choice §9-11; tokens-as-directions §3.2",
+       needs=("residual_states", "final_norm", "unembedding"),
+       tolerance="the target's tolerance class: its logits and a float64 product of its own final state and U are "
+                 "two orderings of the same d-term sums",
+       precise="'the final hidden state' is made concrete as final_norm(last residual state); each drawn entry is "
+               "also recomputed as an explicit elementwise dot product h . U[:, i] + b[i]")
+def out_1(target: Target, data: st.DataObject) -> None:
+    """For drawn ids: logits(ids) == final_norm(residual_states(ids)[-1]) @ U + b, the whole matrix in float64, and
+    for drawn token indices i, logits[..., i] == sum_k h_k U[k, i] + b[i] as an explicit sum."""
+    tol = CLASSES[target.tolerance]
+    ids = data.draw(target_ids(target, max_len=8, batch=data.draw(st.integers(1, 2), label="batch")), label="ids")
+    U, b = target.unembedding()
+    d, v = U.shape
+    check(v == target.vocab_size, f"U has {v} columns, the vocabulary {target.vocab_size}")
+    z = target.logits(ids)
+    h = target.final_norm(target.residual_states(ids)[-1]).double().cpu()
+    check(h.shape[-1] == d, f"final hidden state width {h.shape[-1]} != U's {d} rows")
+    Ud = U.detach().double().cpu()
+    bd = None if b is None else b.detach().double().cpu()
+    expected = h @ Ud + (0 if bd is None else bd)
+    assert_close(z, expected.to(z.dtype), tol, "logits vs final_norm(h) @ U + b")
+    for i in _token_list(data, v, "token_indices", max_size=4):
+        dot = (h * Ud[:, i]).sum(dim=-1) + (0.0 if bd is None else bd[i])
+        assert_close(z[..., i], dot.to(z.dtype), tol, f"logit of token {i} vs h . U[:, {i}] + b[{i}]")
+
+
+_TOY_H = [2.0, 1.0, 0.0, 3.0]
+_TOY_NAMES = ["the", "cat", "runs", "blue", "quickly", "banana"]
+_TOY_VECTORS = [[1, 0, 0, 1], [1, 1, 0, 1], [0, 1, 1, 1], [1, 0, 1, 0], [0, 1, 0, 2], [2, 0, 1, 0]]
+_TOY_LOGITS = [5.0, 6.0, 4.0, 2.0, 7.0, 4.0]
+_TOY_SOFTMAX_4DP = [0.0841, 0.2286, 0.0309, 0.0042, 0.6213, 0.0309]
+
+
+@claim("OUT-2", "The documents' toy example: h = [2, 1, 0, 3] against the six output vectors gives logits "
+                "[5, 6, 4, 2, 7, 4], picks \"quickly\", and softmax [0.0841, 0.2286, 0.0309, 0.0042, 0.6213, 0.0309].",
+       source="embedding-to-choice §12-13", needs=("softmax",), kind="exact",
+       tolerance="logits exact (small integers are exact in every float format); softmax within 5e-5 of the "
+                 "published 4-decimal values (half a unit in the 4th decimal is the rounding of the figures "
+                 "themselves), plus the dtype's rounding bound (see spec.claims.soft) for half-precision targets, "
+                 "and within the derived softmax rounding bound of the exact float64 softmax",
+       precise="the document's own probabilities (0.48, 0.29, 0.14, 0.04, 0.04, 0.01) were illustrative, as it says; "
+               "the property records the exact softmax to 4 decimals. The logits are a plain matrix product in the "
+               "target's dtype and device (the toy U is not the target's); the softmax is the target's own. Listing "
+               "the six tokens in any drawn order permutes everything the same way")
+def out_2(target: Target, data: st.DataObject) -> None:
+    """With the six toy output vectors as the columns of U in a drawn order: h U == [5, 6, 4, 2, 7, 4] (permuted)
+    exactly; the argmax is "quickly"; softmax(h U) == the published values (5e-5) and the exact softmax; "runs" and
+    "banana" (both 4) get equal probability; the order is quickly > cat > the > runs = banana > blue."""
+    order = data.draw(permutations(6), label="order").tolist()
+    dtype, device = target.dtype, target.device
+    U = torch.tensor([_TOY_VECTORS[i] for i in order], dtype=dtype, device=device).T  # [4, 6]
+    h = torch.tensor(_TOY_H, dtype=dtype, device=device)
+    z = h @ U
+    names = [_TOY_NAMES[i] for i in order]
+    assert_equal(z, torch.tensor([_TOY_LOGITS[i] for i in order], dtype=dtype, device=device), "toy logits h U")
+    check(names[int(z.argmax())] == "quickly", f"toy argmax is {names[int(z.argmax())]!r}, not 'quickly'")
+    p, = target.softmax(z.unsqueeze(0), 1.0)
+    published = torch.tensor([_TOY_SOFTMAX_4DP[i] for i in order], dtype=torch.float64)
+    u = unit_roundoff(z.dtype, p.dtype)
+    tiny = max(torch.finfo(z.dtype).tiny, torch.finfo(p.dtype).tiny)
+    bound = softmax_error_bound(z.unsqueeze(0), 1.0, u, tiny)[0]
+    half = p.dtype in (torch.float16, torch.bfloat16) or z.dtype in (torch.float16, torch.bfloat16)
+    four_dp = ToleranceClass("4 d.p.", 5e-5 + (float(bound.max()) if half else 0.0), 0.0)
+    assert_close(p.double().cpu(), published, four_dp, "toy softmax vs the published 4-decimal values")
+    within(p.unsqueeze(0), exact_softmax(z.unsqueeze(0), 1.0), bound.unsqueeze(0), "toy softmax vs exact")
+    pos = {name: i for i, name in enumerate(names)}
+    pd = p.double().cpu()
+    within(pd[pos["runs"]], pd[pos["banana"]], 4 * u * pd[pos["banana"]] + tiny, "p(runs) vs p(banana) (tied logits)")
+    ranking = ["quickly", "cat", "the", "runs", "blue"]
+    for hi, lo in itertools.pairwise(ranking):
+        check(bool(pd[pos[hi]] > pd[pos[lo]]), f"p({hi}) = {pd[pos[hi]]:.6f} is not above p({lo}) = {pd[pos[lo]]:.6f}")
+
+
+@claim("OUT-3", "A tied model unembeds with exactly the transpose of its embedding table (U = E^T); an untied model "
+                "holds its own U.", source="tokens-as-directions §3.2, \"Non-symmetric embeddings\"",
+       needs=("embedding_matrix", "unembedding", "config"), kind="exact",
+       tolerance="exact: tying shares the weights, so U and E^T agree bit for bit",
+       precise="'separate U' is made checkable as: U has shape [d, V] and differs from E^T (an untied model whose U "
+               "happened to equal E^T would be indistinguishable from a tied one). The target's config says which it "
+               "claims to be; where the target can build models, freshly built tied and untied ones are checked too")
+def out_3(target: Target, data: st.DataObject) -> None:
+    """cfg.tied_embeddings => unembedding()[0] == embedding_matrix().T exactly; untied => U is [d, V] and != E^T.
+    With ``build``, the same holds for a model built from a drawn config with a drawn tied flag."""
+    subjects = [target]
+    if "build" in target.capabilities:
+        tied = data.draw(st.booleans(), label="built_tied")
+        cfg = data.draw(configs(max_layers=1, tied=tied), label="built_config")
+        subjects.append(target.build(cfg, seed=data.draw(seeds, label="seed")))
+    for subject in subjects:
+        cfg = subject.config()
+        E = subject.embedding_matrix()
+        U, _ = subject.unembedding()
+        v, d = subject.vocab_size, cfg.d_model
+        check(tuple(E.shape) == (v, d), f"{subject.name}: E has shape {tuple(E.shape)}, expected ({v}, {d})")
+        check(tuple(U.shape) == (d, v), f"{subject.name}: U has shape {tuple(U.shape)}, expected ({d}, {v})")
+        if cfg.tied_embeddings:
+            assert_equal(U, E.T, f"{subject.name} (tied): U vs E^T")
+        else:
+            check(not torch.equal(U, E.T), f"{subject.name} claims an untied unembedding but U equals E^T exactly")
+
+
+@claim("OUT-4", "Unembedding with the row-normalised transpose (row i of E over |E_i|^2) scores the embedded token "
+                "exactly 1; with V <= d, the pseudo-inverse round trip returns the one-hot vector.",
+       source="tokens-as-directions §1.2, §3.2", needs=("embedding_matrix",),
+       tolerance="float64 math on the target's E: the score within 4 (d + 2) u64 of 1 (two d-term dot products); "
+                 "E_sub pinv(E_sub) within 10 (d + k) kappa u64 of the identity, kappa the condition number",
+       precise="the first part needs every scored row to be non-zero (a zero row, e.g. a padding row, has no "
+               "row-normalised inverse and is reported as a failure). The pseudo-inverse part needs V <= d, which real "
+               "tables do not meet: it draws k <= min(d, 16) distinct tokens and uses their rows E_sub [k, d] as the "
+               "table; the round trip onehot(t) E_sub pinv(E_sub) == onehot(t) then holds iff those rows are linearly "
+               "independent (duplicate or dependent rows are reported as a failure)")
+def out_4(target: Target, data: st.DataObject) -> None:
+    """For drawn tokens t: (E_t / |E_t|^2) . E_t == 1; for k <= d distinct drawn tokens with rows E_sub [k, d]:
+    E_sub pinv(E_sub) == I_k, so every one-hot vector makes the round trip."""
+    E = target.embedding_matrix()
+    v, d = E.shape
+    for t in _token_list(data, v, "tokens"):
+        row = E[t].detach().double().cpu()
+        n2 = float(row @ row)
+        check(n2 > 0, f"row {t} of E is zero: it has no row-normalised inverse")
+        score = (row / n2) @ row
+        within(score, torch.tensor(1.0, dtype=torch.float64), torch.tensor(_dot_bound(d)),
+               f"row-normalised transpose score of token {t}")
+    k_max = min(d, v, 16)
+    sub_ids = data.draw(st.lists(st.integers(0, v - 1), min_size=1, max_size=k_max, unique=True), label="sub_vocab")
+    E_sub = E[sub_ids].detach().double().cpu()  # [k, d]
+    k = len(sub_ids)
+    sv = torch.linalg.svdvals(E_sub)
+    check(float(sv.min()) > float(sv.max()) * 1e3 * (d + k) * _U64,
+          f"rows {sub_ids} of E are linearly dependent (singular values {sv.tolist()}): no left inverse exists")
+    kappa = float(sv.max() / sv.min())
+    P = torch.linalg.pinv(E_sub)  # [d, k]
+    within(E_sub @ P, torch.eye(k, dtype=torch.float64), torch.tensor(10 * (d + k) * kappa * _U64),
+           f"onehot(t) E_sub pinv(E_sub) vs onehot(t) for the sub-vocabulary {sub_ids} (kappa {kappa:.3g})")
+
+
+@claim("OUT-5", "With a tied unembedding, embed-then-unembed returns the token by argmax whenever all rows of E have "
+                "equal norm; with unequal norms a longer row can win, and the property exhibits such a case.",
+       source="tokens-as-directions \"Directions in space\", \"The effect of vector length\"",
+       needs=("embedding_matrix",),
+       tolerance="float64 math on the target's E: scores and norms compared within 4 (d + 2) u64 relative (rounding "
+                 "of d-term dot products)",
+       precise="equal norms make E_t . E_j = c^2 cos(theta) <= c^2 = E_t . E_t, so t wins unless another row points "
+               "in exactly the same direction: such rows (two tokens sharing a direction) are reported as a failure. "
+               "On the target's unnormalised E, a failure of recovery is always explained by a longer row: "
+               "E_t . E_j > |E_t|^2 forces |E_j| > |E_t|. The counterexample is made explicit twice: rows [1, 0] and "
+               "[2, 1], and the target's table with row j replaced by lambda |E_t| (cos theta e_t + sin theta w), "
+               "lambda cos theta > 1")
+def out_5(target: Target, data: st.DataObject) -> None:
+    """(a) rows of E rescaled to equal norm: for drawn t, E_t . E_t exceeds every other E_t . E_j, so argmax is t;
+    (b) on E as it is, argmax_j E_t . E_j != t implies |E_j| > |E_t|; (c) explicit counterexamples where a longer row
+    wins, which equal-norm rescaling repairs."""
+    E = target.embedding_matrix()
+    v, d = E.shape
+    check(v == target.vocab_size, f"E has {v} rows, the vocabulary {target.vocab_size}")
+    rel = _dot_bound(d)
+    norms = _row_norms(E)
+    check(bool((norms > 0).all()), f"E has zero rows {(norms == 0).nonzero().flatten().tolist()[:5]}: no direction")
+    tokens = _token_list(data, v, "tokens")
+    rows = E[tokens].detach().double().cpu()
+    unit = rows / rows.norm(dim=1, keepdim=True)
+    cos = torch.cat([unit @ (c.detach().double().cpu() / n[:, None]).T
+                     for c, n in zip(E.split(_CHUNK), norms.split(_CHUNK), strict=True)], dim=1)  # [k, V]
+    for r, t in enumerate(tokens):
+        others = torch.cat([cos[r, :t], cos[r, t + 1:]])
+        j = int(others.argmax()) + (1 if int(others.argmax()) >= t else 0)
+        check(float(cos[r, j]) < float(cos[r, t]) - 2 * rel,
+              f"with equal norms token {t} is not recovered: row {j} points the same way (cos {float(cos[r, j]):.17g})")
+        check(int(cos[r].argmax()) == t, f"equal-norm recovery of token {t} gives {int(cos[r].argmax())}")
+    raw = _scores(rows, E)  # [k, V]
+    for r, t in enumerate(tokens):
+        j = int(raw[r].argmax())
+        if j != t and float(raw[r, j]) > float(raw[r, t]) * (1 + rel):
+            check(float(norms[j]) > float(norms[t]) * (1 - rel),
+                  f"token {t} lost to {j} although |E_{j}| = {float(norms[j]):.6g} <= |E_{t}| = {float(norms[t]):.6g}")
+    small = torch.tensor([[1.0, 0.0], [2.0, 1.0]], dtype=torch.float64)
+    check(int((small[0] @ small.T).argmax()) == 1, "2-D counterexample: token 0 should lose to the longer row 1")
+    small_n = small / small.norm(dim=1, keepdim=True)
+    check(int((small_n[0] @ small_n.T).argmax()) == 0, "2-D counterexample: equal norms should recover token 0")
+    if v < 2:
+        return
+    t = tokens[0]
+    j = data.draw(st.integers(0, v - 2), label="longer_row")
+    j = j + 1 if j >= t else j
+    theta = data.draw(st.floats(0.05, 1.2), label="theta")
+    lam = data.draw(st.floats(1.05, 3.0), label="lambda_cos") / math.cos(theta)
+    e_t = E[t].detach().double().cpu()
+    g = torch.Generator().manual_seed(data.draw(seeds, label="w_seed"))
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    w = w - (w @ e_t) / (e_t @ e_t) * e_t
+    if d < 2 or float(w.norm()) == 0:
+        return
+    new_row = lam * e_t.norm() * (math.cos(theta) * e_t / e_t.norm() + math.sin(theta) * w / w.norm())
+    parts = [E[:j].detach().double().cpu(), new_row[None], E[j + 1:].detach().double().cpu()]
+    scores = torch.cat([e_t[None] @ part.T for part in parts], dim=1)[0]
+    check(int(scores.argmax()) != t,
+          f"counterexample: row {j} made longer (lambda cos theta = {lam * math.cos(theta):.3g}) should beat token {t}")
+    unit_t = e_t / e_t.norm()
+    cosines = torch.cat([unit_t[None] @ (part / part.norm(dim=1, keepdim=True)).T for part in parts], dim=1)[0]
+    check(int(cosines.argmax()) == t, f"counterexample table rescaled to equal norms should recover token {t}, "
+                                      f"got {int(cosines.argmax())}")
+
+
+@claim("OUT-6", "Logits measure alignment, not Euclidean closeness: the top dot product h . U_i and the nearest U_i "
+                "can differ, and they agree whenever all U_i have equal norm.",
+       source="tokens-as-directions Part 2", needs=("unembedding",),
+       tolerance="float64 math on the target's U: compared within 4 (d + 2) u64 (|h| + 1)^2 (rounding of d-term dot "
+                 "products and squared distances)",
+       precise="|h - u|^2 = |h|^2 + |u|^2 - 2 h . u, so with equal |u| the largest dot product is the nearest column; "
+               "the property checks the value at each side's choice (not the index, which ties may swap). The "
+               "difference is exhibited twice: h = [1, 0] against columns [1, 0] and [3, 3], and on the target's U "
+               "with h = U_t and an extra column 2 U_t. The bias of the target, if any, is not part of this claim")
+def out_6(target: Target, data: st.DataObject) -> None:
+    """Columns of U rescaled to a drawn common norm c: for drawn h, the column with the largest h . U_i is also the
+    nearest one (up to rounding); h = [1, 0] with columns [1, 0], [3, 3] and h = U_t with an extra column 2 U_t
+    separate the two."""
+    U, _ = target.unembedding()
+    check(U.dim() == 2 and U.shape[1] == target.vocab_size,
+          f"U has shape {tuple(U.shape)}, expected [d, V] with V = {target.vocab_size}")
+    d_model = _width_of(target)
+    check(d_model is None or U.shape[0] == d_model, f"U has {U.shape[0]} rows, d_model is {d_model}")
+    d, v = U.shape
+    cols = U.detach().double().cpu().T  # [V, d]
+    norms = cols.norm(dim=1)
+    check(bool((norms > 0).all()), f"U has zero columns {(norms == 0).nonzero().flatten().tolist()[:5]}")
+    c = data.draw(st.floats(0.1, 10.0), label="common_norm")
+    unit = cols / norms[:, None] * c
+    g = torch.Generator().manual_seed(data.draw(seeds, label="h_seed"))
+    h = torch.randn(d, generator=g, dtype=torch.float64) * data.draw(st.floats(0.01, 10.0), label="h_scale")
+    dots = unit @ h
+    dist2 = torch.cat([((chunk - h) ** 2).sum(dim=1) for chunk in unit.split(_CHUNK)])
+    i_dot, i_near = int(dots.argmax()), int(dist2.argmin())
+    slack = _dot_bound(d) * (float(h.norm()) + c + 1) ** 2
+    check(float(dots[i_near]) >= float(dots[i_dot]) - slack,
+          f"equal norms: nearest column {i_near} has h . U = {float(dots[i_near]):.10g} "
+          f"< max {float(dots[i_dot]):.10g}")
+    check(float(dist2[i_dot]) <= float(dist2[i_near]) + 2 * slack,
+          f"equal norms: top column {i_dot} is at |h - U|^2 = {float(dist2[i_dot]):.10g}, nearest "
+          f"{float(dist2[i_near]):.10g}")
+    h2 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    cols2 = torch.tensor([[1.0, 0.0], [3.0, 3.0]], dtype=torch.float64)
+    check(int((cols2 @ h2).argmax()) == 1 and int(((cols2 - h2) ** 2).sum(dim=1).argmin()) == 0,
+          "2-D example: the top dot product (column 1) and the nearest column (0) should differ")
+    t = data.draw(st.integers(0, v - 1), label="column")
+    extra = torch.cat([cols, 2 * cols[t][None]])
+    h3 = cols[t]
+    near = ((extra - h3) ** 2).sum(dim=1)
+    top = int((extra @ h3).argmax())
+    check(top != t, f"with an extra column 2 U_{t}, h = U_{t} should have a larger dot product elsewhere")
+    check(float(near[t]) == 0.0, f"h = U_{t} is at distance {float(near[t])} from U_{t}")
+    check(float(near[top]) > 0.0, f"the top-dot column {top} should not be where h is")
+
+
+@claim("OUT-7", "One pass over n tokens gives n next-token distributions: the one at position i predicts token i + 1 "
+                "from tokens 0..i alone, and only the last one chooses the next token.",
+       source="tokens-as-directions §3 side note; what-happens-next step 5", needs=(),
+       tolerance="the target's tolerance class: a position's logits in the full pass and in the pass over its prefix "
+                 "are the same sums computed in batches of different shapes",
+       precise="'position i predicts token i + 1' is made checkable as: logits [B, n, V], and logits[:, i] equals the "
+               "last-position logits of the prefix ids[:, :i + 1], so they cannot depend on tokens after i. 'Only the "
+               "last chooses' is checked where the target exposes generate: the appended greedy token maximises "
+               "logits[:, -1] (up to the tolerance, for near ties)")
+def out_7(target: Target, data: st.DataObject) -> None:
+    """For drawn ids [B, n]: logits(ids) has shape [B, n, V] and logits(ids)[:, i] == logits(ids[:, :i+1])[:, -1]
+    for every i; with ``generate``, generate(ids, 1) keeps ids and appends a token whose logit at position n - 1 is
+    maximal."""
+    tol = CLASSES[target.tolerance]
+    b = data.draw(st.integers(1, 2), label="batch")
+    ids = data.draw(target_ids(target, max_len=10, batch=b), label="ids")
+    n = ids.shape[1]
+    z = target.logits(ids)
+    check(tuple(z.shape) == (b, n, target.vocab_size),
+          f"logits shape {tuple(z.shape)}, expected ({b}, {n}, {target.vocab_size})")
+    for i in range(n):
+        prefix = target.logits(ids[:, :i + 1])
+        assert_close(z[:, i], prefix[:, -1], tol,
+                     f"logits at position {i} vs last logits of the prefix of length {i + 1}")
+    if "generate" in target.capabilities:
+        out = target.generate(ids, 1)
+        assert_equal(out[:, :n], ids, "generate keeps the prompt")
+        last = z[:, -1].double().cpu()
+        chosen = last.gather(-1, out[:, n:n + 1].cpu()).flatten()
+        top = last.amax(dim=-1)
+        slack = tol.atol + tol.rtol * top.abs()
+        check(bool((chosen >= top - 2 * slack).all()),
+              f"generated token logits {chosen.tolist()} are not the maxima {top.tolist()} of the last position")

@@ -1,0 +1,423 @@
+"""SOFT: logits to probabilities (claims SOFT-1 .. SOFT-7).
+
+Every claim here runs the target's own softmax (capability ``softmax``) on drawn
+logit vectors cast to the target's dtype, and judges it against softmax computed
+independently in float64 by hand (maximum subtracted, ``exp``, sum, divide).
+
+How close is close enough (used by every claim of this module and by OUT-2):
+the exact answer is the float64 softmax of the very values the target received.
+A target working in a precision with unit roundoff u (2^-24 for float32) rounds
+z/T, subtracts the maximum, exponentiates, sums V terms and divides. Rounding the
+exponent y_i = z_i/T costs up to u|y_i| (zero when T = 1), subtracting the maximum
+up to u|y_i - max y|; a perturbation e of the exponents moves p_i by at most
+p_i (|e_i| + sum_j p_j |e_j|) to first order, and exp, the sum and the division add a
+relative error of at most (V + 4) u. ``softmax_error_bound`` returns twice that
+first-order bound per entry (the factor covers second-order terms and exponentials
+accurate to one ulp rather than half), plus the smallest normal number of the dtype
+for entries that underflow. With |z| <= 30 and T = 1 in float32 this is ~1e-5 on
+p ~ 1 and it grows with |z|/T, as the conditioning of softmax demands: no
+implementation working in float32 can do better for logits of 1e4 at T = 0.05.
+Comparisons are recorded as error / bound, so "worst" <= 1 means within it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hypothesis import strategies as st
+from torch import Tensor
+
+from spec.catalog import claim
+from spec.strategies import logit_vectors, scales, seeds, temperatures
+from spec.target import Target
+from spec.tolerance import CLASSES, ToleranceClass, assert_close, check
+
+_BOUND = ToleranceClass("derived bound", 1.0, 0.0)  # compares error / bound against 0: within when <= 1
+
+
+# -- helpers shared with spec.claims.out --------------------------------------------------
+def unit_roundoff(*dtypes: torch.dtype) -> float:
+    """The largest unit roundoff (eps / 2) among the floating dtypes given."""
+    return max(torch.finfo(dt).eps / 2 for dt in dtypes if dt.is_floating_point)
+
+
+def exact_softmax(z: Tensor, temperature: float) -> Tensor:
+    """softmax(z / T) over the last axis in float64 on the CPU, by hand; -inf entries get exactly 0."""
+    y = z.detach().double().cpu() / temperature
+    m = torch.where(torch.isfinite(y), y, torch.full_like(y, -math.inf)).amax(dim=-1, keepdim=True)
+    e = torch.exp(y - m)
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def softmax_error_bound(z: Tensor, temperature: float, u: float, tiny: float,
+                        input_err: Tensor | None = None, reference_z: Tensor | None = None,
+                        reference_temperature: float | None = None) -> Tensor:
+    """Per-entry bound on |computed - exact| for softmax(z / T) worked out with unit roundoff u (module doc).
+
+    ``input_err`` [same shape as z]: a known absolute perturbation of each logit before the
+    softmax (e.g. the rounding of a shift applied in the target's dtype), added to the exponents.
+    The float64 reference (``exact_softmax`` of ``reference_z`` at ``reference_temperature``, by
+    default z and T) rounds too: its own bound, the same formula with u = 2^-53, is added, which
+    matters only for float64 targets.
+    """
+    ref = z if reference_z is None else reference_z
+    ref_t = temperature if reference_temperature is None else reference_temperature
+    return _rounding_bound(z, temperature, u, tiny, input_err) + _rounding_bound(ref, ref_t, 2.0**-53, 0.0, None)
+
+
+def _rounding_bound(z: Tensor, temperature: float, u: float, tiny: float, input_err: Tensor | None) -> Tensor:
+    zd = z.detach().double().cpu()
+    finite = torch.isfinite(zd)
+    y = torch.where(finite, zd / temperature, torch.zeros_like(zd))
+    m = torch.where(finite, y, torch.full_like(y, -math.inf)).amax(dim=-1, keepdim=True)
+    a = 2 * (y - m).abs() + 1
+    if temperature != 1.0:
+        a = a + y.abs()
+    a = a * u
+    if input_err is not None:
+        a = a + input_err.detach().double().cpu().abs() / temperature
+    a = torch.where(finite, a, torch.zeros_like(a))
+    p = exact_softmax(zd, temperature)
+    a_bar = (p * a).sum(dim=-1, keepdim=True)
+    v = zd.shape[-1]
+    return 2 * p * (a + a_bar + (v + 4) * u) + tiny
+
+
+def within(actual: Tensor, expected: Tensor, bound: Tensor, what: str) -> None:
+    """|actual - expected| <= bound entry by entry (NaN never is); records error / bound as the worst ratio."""
+    a = actual.detach().double().cpu()
+    e = expected.detach().double().cpu()
+    if e.shape != a.shape:
+        raise AssertionError(f"{what}: shape {tuple(a.shape)} != expected {tuple(e.shape)}")
+    b = torch.as_tensor(bound, dtype=torch.float64).detach().cpu().expand_as(a)
+    same = a == e  # also covers matching zeros and matching infinities
+    ratio = torch.where(same, torch.zeros_like(a), (a - e).abs() / b)
+    if ratio.numel():
+        k = int(torch.nan_to_num(ratio, nan=math.inf).argmax())
+        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(k), a.shape))
+        what = (f"{what}: worst at {idx}: got {a[idx].item():.10g}, expected {e[idx].item():.10g}, "
+                f"allowed error {b[idx].item():.3g}")
+    assert_close(ratio, torch.zeros_like(ratio), _BOUND, what + " (error / allowed)")
+
+
+def at_most(a: float | Tensor, b: float | Tensor, slack: float | Tensor, what: str) -> None:
+    """a <= b + slack (entry by entry for tensors); records max(0, a - b) / slack as the ratio to the allowance."""
+    ta, tb, ts = (torch.as_tensor(x, dtype=torch.float64).detach().cpu() for x in (a, b, slack))
+    ta, tb, ts = torch.broadcast_tensors(ta, tb, ts)
+    over = torch.nan_to_num((ta - tb).clamp_min(0), nan=math.inf)
+    ratio = torch.where(over == 0, torch.zeros_like(over), over / ts)
+    k = int(ratio.flatten().argmax()) if ratio.numel() else 0
+    fa, fb, fs = (float(x.flatten()[k]) if x.numel() else 0.0 for x in (ta, tb, ts))
+    assert_close(ratio.flatten(), torch.zeros(ratio.numel(), dtype=torch.float64), _BOUND,
+                 f"{what}: {fa:.10g} must be <= {fb:.10g} (+ allowed {fs:.3g})")
+
+
+def entropy(p: Tensor) -> Tensor:
+    """Shannon entropy (nats) of each row of p, in float64, with 0 log 0 = 0."""
+    q = p.detach().double().cpu()
+    return -(torch.where(q > 0, q * torch.log(q), torch.zeros_like(q))).sum(dim=-1)
+
+
+def entropy_allowance(z: Tensor, temperature: float, u: float, tiny: float) -> Tensor:
+    """How far rounding may move the entropy of softmax(z / T): sum_i bound_i (1 + |log p_i|) per row."""
+    if temperature == 0.0:
+        return torch.full(z.shape[:-1], tiny, dtype=torch.float64)
+    bnd = softmax_error_bound(z, temperature, u, tiny)
+    p = exact_softmax(z, temperature).clamp_min(tiny)
+    return (bnd * (1 + p.log().abs())).sum(dim=-1)
+
+
+def _run_softmax(target: Target, z: Tensor, temperature: float) -> tuple[Tensor, float, float]:
+    """The target's softmax of z (already in its dtype and on its device), with the u and tiny to judge it by."""
+    p = target.softmax(z, temperature)
+    check(isinstance(p, Tensor) and tuple(p.shape) == tuple(z.shape),
+          f"softmax returned shape {tuple(getattr(p, 'shape', ()))} for logits of shape {tuple(z.shape)}")
+    check(p.dtype.is_floating_point, f"softmax returned dtype {p.dtype}")
+    u = unit_roundoff(z.dtype, p.dtype)
+    tiny = max(torch.finfo(z.dtype).tiny, torch.finfo(p.dtype).tiny)
+    return p, u, tiny
+
+
+def _draw_logits(data: st.DataObject, target: Target, *, magnitude: float = 30.0, max_vocab: int = 40,
+                 label: str = "logits") -> Tensor:
+    """[batch, V] logits in the target's dtype, on its device (batch 1-3, V 2-max_vocab)."""
+    batch = data.draw(st.integers(1, 3), label="batch")
+    z = data.draw(logit_vectors(max_vocab=max_vocab, magnitude=magnitude, batch=batch), label=label)
+    return z.to(dtype=target.dtype, device=target.device).clone()
+
+
+_SOURCE_13 = "embedding-to-choice §13"
+
+
+def _sum_rounding(a: Tensor, b: Tensor, computed: Tensor) -> Tensor:
+    """computed - (a + b) exactly, for float64 a, b and a computed sum (Knuth's TwoSum gives a + b's own error)."""
+    s = a + b
+    bb = s - a
+    err = (a - (s - bb)) + (b - bb)  # a + b == s + err exactly
+    return (computed - s) - err
+
+
+# -- the claims ---------------------------------------------------------------------------
+@claim("SOFT-1", "Softmax turns any logits into a distribution: every probability is >= 0 and each row sums to 1.",
+       source=_SOURCE_13, needs=("softmax",),
+       tolerance="row sums within (2V + 8) u of 1 (u the unit roundoff of the dtype): exp, a sum of V terms and "
+                 "one division each round once; rounding the exponents cannot unbalance the sum",
+       precise="'add up to one' holds up to the rounding of a V-term sum; non-negativity holds exactly; checked at "
+               "T = 1, at drawn temperatures and at T = 0 (argmax), on batches of rows")
+def soft_1(target: Target, data: st.DataObject) -> None:
+    """For drawn logits z [B, V] and T in {1, drawn, 0}: p = softmax(z, T) is finite, p >= 0 exactly, and every
+    row sums to 1 within (2V + 8) u."""
+    z = _draw_logits(data, target)
+    t = data.draw(st.one_of(st.just(1.0), temperatures(), st.just(0.0)), label="temperature")
+    p, u, _ = _run_softmax(target, z, t)
+    check(bool(torch.isfinite(p).all()), f"softmax(T={t}) produced non-finite probabilities: {p}")
+    check(bool((p >= 0).all()), f"softmax(T={t}) produced a negative probability: min {float(p.min())}")
+    v = z.shape[-1]
+    sums = p.double().sum(dim=-1).cpu()
+    within(sums, torch.ones_like(sums), torch.full_like(sums, (2 * v + 8) * u), f"row sums of softmax(T={t})")
+
+
+@claim("SOFT-2", "Softmax keeps the order of the logits: a larger logit gets a larger probability, equal logits "
+                 "equal probabilities.", source=_SOURCE_13, needs=("softmax",),
+       tolerance="weak order and ties up to 4u relative (one rounding of the exponential); strict order is "
+                 "required wherever the exact probabilities differ by more than the two entries' rounding "
+                 "bounds (module doc)",
+       precise="z_i > z_j gives p_i > p_j only where the exact gap survives rounding: two tiny probabilities can "
+               "both underflow to 0, and logits 1 ulp apart can round to the same exponent; so the property "
+               "asks p_i >= p_j (1 - 4u) always and p_i > p_j where the exact values are resolvable; ties are "
+               "made by copying drawn logits onto others")
+def soft_2(target: Target, data: st.DataObject) -> None:
+    """For drawn z with drawn ties and T in {1, drawn}: wherever z_i > z_j, p_i >= p_j (1 - 4u), and p_i > p_j
+    when exact(p_i) - exact(p_j) exceeds bound_i + bound_j; wherever z_i == z_j, |p_i - p_j| <= 4u max(p_i, p_j)."""
+    z = _draw_logits(data, target)
+    v = z.shape[-1]
+    pairs = data.draw(st.lists(st.tuples(st.integers(0, v - 1), st.integers(0, v - 1)), max_size=v), label="ties")
+    for i, j in pairs:
+        z[:, j] = z[:, i]
+    t = data.draw(st.one_of(st.just(1.0), temperatures()), label="temperature")
+    p, u, tiny = _run_softmax(target, z, t)
+    pd, zd = p.double().cpu(), z.double().cpu()
+    exact = exact_softmax(zd, t)
+    bnd = softmax_error_bound(zd, t, u, tiny)
+    greater = zd[:, :, None] > zd[:, None, :]
+    tied = zd[:, :, None] == zd[:, None, :]
+    pi, pj = pd[:, :, None], pd[:, None, :]
+    weak_bad = greater & (pi < pj * (1 - 4 * u) - tiny)
+    check(not bool(weak_bad.any()), f"ranking broken at (row, i, j) {weak_bad.nonzero()[:5].tolist()}: "
+                                    f"z_i > z_j but p_i < p_j (T={t})")
+    resolvable = greater & ((exact[:, :, None] - exact[:, None, :]) > bnd[:, :, None] + bnd[:, None, :])
+    strict_bad = resolvable & ~(pi > pj)
+    check(not bool(strict_bad.any()), f"strict order lost at (row, i, j) {strict_bad.nonzero()[:5].tolist()}: "
+                                      f"z_i > z_j by a resolvable margin but p_i <= p_j (T={t})")
+    tied = tied & ~torch.eye(v, dtype=torch.bool)
+    rows, ti, tj = tied.nonzero(as_tuple=True)
+    if rows.numel():
+        within(pd[rows, ti], pd[rows, tj], 4 * u * torch.maximum(pd[rows, ti], pd[rows, tj]) + tiny,
+               f"probabilities of tied logits (T={t})")
+
+
+@claim("SOFT-3", "Adding the same constant to every logit leaves the probabilities unchanged.",
+       source="embedding-to-choice §13 (implied)", needs=("softmax",),
+       tolerance="each result within the derived softmax rounding bound of the exact softmax of the unshifted "
+                 "logits, the bound for the shifted input also carrying the exact rounding error of the shift "
+                 "itself (computed in float64)",
+       precise="exp(z_i + c) / sum_j exp(z_j + c) == softmax(z) exactly in real arithmetic; in floating point the "
+               "shifted logits are rounded, which moves p by at most that rounding / T; shifts up to 1e3 and the "
+               "common shift by -max(z) are drawn")
+def soft_3(target: Target, data: st.DataObject) -> None:
+    """For drawn z, T and c in [-1e3, 1e3] or c = -max(z): softmax(z + c, T) and softmax(z, T) both match the
+    exact softmax(z / T) within the derived bound (the shifted one allowing the shift's own rounding)."""
+    z = _draw_logits(data, target)
+    t = data.draw(st.one_of(st.just(1.0), temperatures()), label="temperature")
+    c_kind = data.draw(st.sampled_from(["drawn", "minus_max"]), label="shift_kind")
+    c = data.draw(st.floats(-1e3, 1e3, allow_nan=False), label="shift") if c_kind == "drawn" else None
+    shift = -z.amax(dim=-1, keepdim=True) if c is None else torch.tensor(c, dtype=z.dtype, device=z.device)
+    zc = z + shift
+    zd = z.double().cpu()
+    exact = exact_softmax(zd, t)
+    p0, u, tiny = _run_softmax(target, z, t)
+    pc, _, _ = _run_softmax(target, zc, t)
+    within(p0, exact, softmax_error_bound(zd, t, u, tiny), f"softmax(z, T={t})")
+    rounding = _sum_rounding(zd, shift.double().cpu().expand_as(zd), zc.double().cpu())
+    within(pc, exact, softmax_error_bound(zc.double().cpu(), t, u, tiny, input_err=rounding, reference_z=zd),
+           f"softmax(z + c, T={t}) vs softmax(z, T={t}) (c = {'-max z' if c is None else c})")
+
+
+@claim("SOFT-4", "Temperature divides the logits: p = softmax(z / T); T -> 0 tends to the one-hot argmax (T = 0 is "
+                 "the argmax) and T -> infinity to the uniform distribution.",
+       source="inference-journey §12; tokens-as-directions §3.3", needs=("softmax",),
+       tolerance="softmax(z, T) within the derived rounding bound of exact softmax(z / T); the limits are closed-form "
+                 "inequalities, each widened by the same per-entry rounding bound; T = 0 is exact",
+       precise="'tends to' is made quantitative. Small T: with k tied maxima and gap g to the next logit, the mass "
+               "off the maxima is <= (V - k) exp(-g / T), so T <= g / ln((V - k) / eps) puts it below eps. Large T: "
+               "with logit range R, |p_i - 1/V| <= (exp(R / T) - 1) / V, so T >= R / ln(1 + V eps) gives "
+               "max |p_i - 1/V| <= eps. T = 0 must be exactly one-hot on a maximal logit. The small-T bound is "
+               "only exercised when g >= 1e-3, so z / T stays far from overflow")
+def soft_4(target: Target, data: st.DataObject) -> None:
+    """(i) softmax(z, T) == exact softmax(z / T) for drawn T; (ii) softmax(z, 0) is one-hot on a maximal logit;
+    (iii) at T = s g / ln((V - k)/eps), s in (0.01, 1], the non-maximal mass is <= (V - k) e^{-g/T} and each of the
+    k maxima has probability in [(1 - (V - k) e^{-g/T}) / k, 1/k]; (iv) at T = s R / ln(1 + V eps), s in [1, 100],
+    every |p_i - 1/V| <= (e^{R/T} - 1) / V."""
+    z = _draw_logits(data, target)
+    zd = z.double().cpu()
+    v = z.shape[-1]
+    t = data.draw(temperatures(), label="temperature")
+    p, u, tiny = _run_softmax(target, z, t)
+    within(p, exact_softmax(zd, t), softmax_error_bound(zd, t, u, tiny), f"softmax(z, T={t}) vs softmax(z / T)")
+
+    p0, _, _ = _run_softmax(target, z, 0.0)
+    p0d = p0.double().cpu()
+    check(bool(((p0d == 0) | (p0d == 1)).all()) and bool((p0d.sum(dim=-1) == 1).all()),
+          f"softmax(z, T=0) is not one-hot: {p0d}")
+    chosen = zd.gather(-1, p0d.argmax(dim=-1, keepdim=True))
+    check(bool((chosen == zd.amax(dim=-1, keepdim=True)).all()),
+          f"softmax(z, T=0) puts its 1 on logit {chosen.flatten().tolist()}, not on the maximum "
+          f"{zd.amax(dim=-1).tolist()}")
+
+    eps = data.draw(st.floats(math.log(1e-6), math.log(0.1)).map(math.exp), label="eps")
+    row = zd[0]
+    top = float(row.max())
+    k = int((row == top).sum())
+    if k < v:
+        g = top - float(row[row < top].max())
+        if g >= 1e-3:
+            s = data.draw(st.floats(0.01, 1.0), label="small_T_fraction")
+            t_small = s * g / math.log((v - k) / eps)
+            ps, u_s, tiny_s = _run_softmax(target, z[:1], t_small)
+            psd = ps.double().cpu()[0]
+            bnd = softmax_error_bound(zd[:1], t_small, u_s, tiny_s)[0]
+            is_top = row == top
+            tail = (v - k) * math.exp(-g / t_small)
+            at_most(float(psd[~is_top].sum()), tail, float(bnd[~is_top].sum()),
+                    f"mass off the maxima at T={t_small:.3g} (gap {g:.3g})")
+            at_most((1 - tail) / k, psd[is_top], bnd[is_top],
+                    f"probability of each of the {k} maximal logits at T={t_small:.3g} vs (1 - tail) / k")
+            at_most(psd[is_top], 1.0 / k, bnd[is_top], f"probability of each of the {k} maximal logits vs 1/k")
+    r = float(row.max() - row.min())
+    if r > 0:
+        s = data.draw(st.floats(1.0, 100.0), label="large_T_factor")
+        t_large = s * r / math.log1p(v * eps)
+        pl, u_l, tiny_l = _run_softmax(target, z[:1], t_large)
+        bnd = softmax_error_bound(zd[:1], t_large, u_l, tiny_l)[0]
+        at_most((pl.double().cpu()[0] - 1.0 / v).abs(), math.expm1(r / t_large) / v, bnd,
+                f"|p_i - 1/V| at T={t_large:.3g} (range {r:.3g}) vs (e^(R/T) - 1) / V")
+
+
+@claim("SOFT-5", "The top probability lies between 1/V and 1 and never rises as T rises; the entropy never falls.",
+       source="tokens-as-directions §3.3", needs=("softmax",),
+       tolerance="each comparison widened by the derived rounding bounds of both temperatures: for the top "
+                 "probability the entries' bounds, for the entropy sum_i bound_i (1 + |ln p_i|)",
+       precise="p_max(T) = 1 / sum_j exp((z_j - z_max) / T) and H(softmax(z / T)) are monotone in T in exact "
+               "arithmetic (dH/d(1/T) = -Var(z) / T <= 0); the property checks pairs T1 < T2 (T1 may be 0) up to "
+               "rounding, and 1/V <= p_max <= 1, 0 <= H <= ln V")
+def soft_5(target: Target, data: st.DataObject) -> None:
+    """For drawn z and T1 < T2 (T1 possibly 0): 1/V <= p_max(T) <= 1 and 0 <= H(T) <= ln V for both, and
+    p_max(T1) >= p_max(T2), H(T1) <= H(T2), each up to the rounding allowances."""
+    z = _draw_logits(data, target)
+    zd = z.double().cpu()
+    v = z.shape[-1]
+    a = data.draw(st.one_of(st.just(0.0), temperatures()), label="T_a")
+    b = data.draw(temperatures(), label="T_b")
+    t1, t2 = min(a, b), max(a, b)
+    if t1 == t2:
+        return
+    stats = []
+    for t in (t1, t2):
+        p, u, tiny = _run_softmax(target, z, t)
+        pd = p.double().cpu()
+        bnd = torch.full_like(zd, tiny) if t == 0.0 else softmax_error_bound(zd, t, u, tiny)
+        pmax, slack_p, h = pd.amax(dim=-1), bnd.amax(dim=-1), entropy(pd)
+        slack_h = entropy_allowance(zd, t, u, tiny)
+        for r in range(z.shape[0]):
+            at_most(1.0 / v, float(pmax[r]), float(slack_p[r]), f"1/V vs top probability (row {r}, T={t:.4g})")
+            at_most(float(pmax[r]), 1.0, float(slack_p[r]), f"top probability vs 1 (row {r}, T={t:.4g})")
+            at_most(0.0, float(h[r]), float(slack_h[r]), f"entropy >= 0 (row {r}, T={t:.4g})")
+            at_most(float(h[r]), math.log(v), float(slack_h[r]), f"entropy <= ln V (row {r}, T={t:.4g})")
+        stats.append((pmax, slack_p, h, slack_h))
+    (m1, s1, h1, e1), (m2, s2, h2, e2) = stats
+    for r in range(z.shape[0]):
+        at_most(float(m2[r]), float(m1[r]), float(s1[r] + s2[r]),
+                f"top probability at T2={t2:.4g} vs at T1={t1:.4g} (row {r})")
+        at_most(float(h1[r]), float(h2[r]), float(e1[r] + e2[r]), f"entropy at T1={t1:.4g} vs at T2={t2:.4g} (row {r})")
+
+
+@claim("SOFT-6", "Scaling the final hidden state by a > 0 (no bias) multiplies the logits by a, the same as "
+                 "temperature 1/a: the argmax stays, entropy never rises with a, and a = 0 gives the uniform "
+                 "distribution.", source="tokens-as-directions \"The effect of vector length\"",
+       needs=("unembedding", "softmax"),
+       tolerance="(a h) U vs a (h U): the target's tolerance class (two float orderings of a d-term product); "
+                 "probabilities: the derived softmax rounding bound, the bound for the scaled logits also carrying "
+                 "their measured deviation from a times the unscaled ones",
+       precise="the claim concerns h . U_i alone: a bias b would give a (h U) + b, which is not a rescaling, so the "
+               "property uses U only (any bias of the target is left out, as the claim's 'no bias' says). h is a "
+               "drawn vector; U is the target's. 'Argmax stays' is checked up to rounding near ties; the entropy "
+               "comparison takes pairs a1 < a2")
+def soft_6(target: Target, data: st.DataObject) -> None:
+    """For U from the target, drawn h and 0 < a1 < a2: (a h) U == a (h U); softmax((a h) U, 1) == softmax(h U, 1/a)
+    (both match exact softmax(a h U)); the chosen token is a maximiser of h U at both scales; H(a1) >= H(a2);
+    softmax(0 U) is uniform."""
+    U, _ = target.unembedding()
+    d, v = U.shape
+    seed = data.draw(seeds, label="h_seed")
+    norm = data.draw(scales(0.1, 30.0), label="h_norm")
+    h64 = torch.randn(d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    h = (h64 * (norm / float(h64.norm()))).to(dtype=U.dtype, device=U.device)
+    a1 = data.draw(scales(0.05, 20.0), label="a1")
+    a2 = data.draw(scales(0.05, 20.0), label="a2")
+    a1, a2 = min(a1, a2), max(a1, a2)
+    z = (h @ U).unsqueeze(0)  # [1, V] in the target's dtype
+    zd = z.double().cpu()
+    entropies = []
+    for a in (a1, a2):
+        za = ((a * h) @ U).unsqueeze(0)
+        assert_close(za, a * z, CLASSES[target.tolerance], f"(a h) U vs a (h U) at a={a:.4g}")
+        exact = exact_softmax(zd, 1.0 / a)  # softmax(a h U), exactly up to float64 rounding
+        p_scaled, u, tiny = _run_softmax(target, za, 1.0)
+        deviation = (za.double().cpu() - a * zd).abs() + 2.0**-52 * (a * zd).abs()
+        within(p_scaled, exact, softmax_error_bound(za.double().cpu(), 1.0, u, tiny, input_err=deviation,
+                                                    reference_z=zd, reference_temperature=1.0 / a),
+               f"softmax((a h) U) vs exact softmax(a h U) at a={a:.4g}")
+        p_temp, u, tiny = _run_softmax(target, z, 1.0 / a)
+        within(p_temp, exact, softmax_error_bound(zd, 1.0 / a, u, tiny),
+               f"softmax(h U, T=1/a) vs exact softmax(a h U) at a={a:.4g}")
+        bnd = softmax_error_bound(zd, 1.0 / a, u, tiny)[0]
+        c = int(p_scaled[0].argmax())
+        m = int(exact[0].argmax())
+        at_most(float(exact[0, m]), float(exact[0, c]), float(bnd[c] + bnd[m]),
+                f"token {c} chosen at a={a:.4g} vs the maximiser {m} of h U")
+        entropies.append((entropy(p_scaled)[0], entropy_allowance(za, 1.0, u, tiny)[0]))
+    (h1, e1), (h2, e2) = entropies
+    at_most(float(h2), float(h1), float(e1 + e2), f"entropy at a2={a2:.4g} vs at a1={a1:.4g}")
+    zero = ((0.0 * h) @ U).unsqueeze(0)
+    p0, u, tiny = _run_softmax(target, zero, 1.0)
+    within(p0, torch.full((1, v), 1.0 / v, dtype=torch.float64),
+           softmax_error_bound(torch.zeros(1, v), 1.0, u, tiny), "softmax at a = 0 vs uniform")
+
+
+@claim("SOFT-7", "Softmax is numerically safe: logits up to 1e4 in magnitude and -inf entries give finite "
+                 "probabilities that match an exact computation, with exactly 0 where the logit is -inf.",
+       source="engineering requirement", needs=("softmax",),
+       tolerance="the derived softmax rounding bound against an independent float64 computation; -inf entries "
+                 "exactly 0",
+       precise="'correct' means within the conditioning bound of the module doc: logits of 1e4 in float32 are "
+               "themselves only known to ~1e-3, so the bound scales with |z| / T; at least one logit per row stays "
+               "finite (a row of all -inf has no distribution)")
+def soft_7(target: Target, data: st.DataObject) -> None:
+    """For drawn z with |z| <= 1e4, a drawn subset of entries set to -inf (never a whole row), and T in {1, drawn}:
+    softmax(z, T) is finite, exactly 0 on -inf entries, and matches exact float64 softmax(z / T) within the bound."""
+    z = _draw_logits(data, target, magnitude=1e4)
+    v = z.shape[-1]
+    masked = data.draw(st.lists(st.booleans(), min_size=v, max_size=v), label="masked")
+    if all(masked):
+        masked[data.draw(st.integers(0, v - 1), label="kept")] = False
+    mask = torch.tensor(masked, device=z.device)
+    z[:, mask] = -math.inf
+    t = data.draw(st.one_of(st.just(1.0), temperatures(0.5, 2.0)), label="temperature")
+    p, u, tiny = _run_softmax(target, z, t)
+    check(bool(torch.isfinite(p).all()), f"softmax(T={t}) of logits up to 1e4 / -inf is not finite: {p}")
+    pd = p.double().cpu()
+    check(bool((pd[:, mask.cpu()] == 0).all()),
+          f"softmax gives non-zero probability to -inf logits: {pd[:, mask.cpu()]}")
+    zd = z.double().cpu()
+    within(pd, exact_softmax(zd, t), softmax_error_bound(zd, t, u, tiny), f"softmax(z, T={t}) with |z| <= 1e4")

@@ -83,6 +83,7 @@ def fast_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: 
     """The same computation through torch.nn.functional.scaled_dot_product_attention."""
     attn_mask: Tensor | None = mask
     if bias is not None:
+        bias = bias.to(q.dtype)  # fused kernels want the additive mask in the queries' dtype
         attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale)
 

@@ -63,7 +63,7 @@ class ModelConfig:
         _positive(self, "vocab_size", "d_model", "n_layers", "n_heads", "max_positions")
         for name in ("n_kv_heads", "d_head", "d_mlp"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"ModelConfig.{name} must be a positive int or None, got {value!r}")
         _choice(self, "positions", POSITION_KINDS)
         _choice(self, "norm", NORM_KINDS)

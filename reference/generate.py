@@ -28,7 +28,8 @@ def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    if eos_token_id is not None and not (0 <= eos_token_id < model.cfg.vocab_size):
+    if eos_token_id is not None and (isinstance(eos_token_id, bool) or not isinstance(eos_token_id, int)
+                                     or not 0 <= eos_token_id < model.cfg.vocab_size):
         raise ValueError(f"eos_token_id must lie in [0, {model.cfg.vocab_size}), got {eos_token_id}")
     mask = (torch.ones_like(ids, dtype=torch.bool) if attention_mask is None
             else check_mask(attention_mask, ids, ids.device))

@@ -313,13 +313,13 @@ def norm_1(target: Target, data: st.DataObject) -> None:
        precise="sequential blocks: block(h) == h' + mlp(norm2(h')) with h' = h + attention(norm1(h)); where "
                "sublayers.parallel (GPT-NeoX, GPT-J), the parallel form h + attention(norm1(h)) + mlp(norm2(h)), and "
                "with config, parallel must match parallel_residual. Width: residual_states gives n_layers + 1 states "
-               "of [B, T, d_model]. Chaining: with config, and positions that enter only through the embedding "
-               "(learned, sinusoidal or none, where a block needs no position input), residual state l + 1 must equal "
-               "block l applied to residual state l")
+               "of [B, T, d_model]. Chaining: sublayers apply the model's own positions 0..T-1 (rotary angles, "
+               "ALiBi bias) inside the block, so residual state l + 1 must equal block l applied to residual "
+               "state l")
 @torch.no_grad()
 def blk_1(target: Target, data: st.DataObject) -> None:
     """block(x) == pre-norm formula (sequential or parallel) for drawn x; residual_states(ids) are n_layers + 1
-    tensors [B, T, d]; with config and additive/no positions, states[l + 1] == sublayers(l).block(states[l])."""
+    tensors [B, T, d]; states[l + 1] == sublayers(l).block(states[l]) for unpadded ids."""
     tol = CLASSES[target.tolerance]
     d = _width(target)
     cfg = target.config() if "config" in target.capabilities else None
@@ -347,8 +347,6 @@ def blk_1(target: Target, data: st.DataObject) -> None:
     for i, h in enumerate(states):
         check(tuple(h.shape) == (b, ids.shape[1], d), f"residual state {i} has shape {tuple(h.shape)}, expected "
                                                       f"({b}, {ids.shape[1]}, {d})")
-    if cfg is None or cfg.positions not in ("learned", "sinusoidal", "none"):
-        return
     for i in range(n_layers):
         assert_close(target.sublayers(i).block(states[i]), states[i + 1], tol,
                      f"block {i} applied to residual state {i} vs residual state {i + 1}")

@@ -3,42 +3,66 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 import reference
+from reference.attention import visibility_mask
 from reference.block import Block
 from reference.config import ModelConfig
 from reference.model import Transformer
+from reference.positions import alibi_bias, alibi_slopes, rotary_angles
 from reference.presets import preset
 from spec.target import Sublayers, Target, Tokenizer
 
 
 @dataclass
 class ReferenceSublayers:
-    """Block ``layer`` of a reference model, part by part."""
+    """Block ``layer`` of a reference model, part by part, at positions 0..T-1 (causal, no padding)."""
 
     blk: Block
+    cfg: ModelConfig
 
     @property
     def parallel(self) -> bool:
         return self.blk.parallel
 
+    def _positions(self, x: Tensor) -> dict[str, Any]:
+        """The rotary angles or ALiBi bias the model's own forward would pass this block."""
+        cfg, b, t = self.cfg, x.shape[0], x.shape[1]
+        pos = torch.arange(t, device=x.device).expand(b, t)
+        kw: dict[str, Any] = {"causal": t > 1, "mask": None}
+        if cfg.positions == "rotary":
+            kw["rotary"] = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, x.dtype)
+        elif cfg.positions == "alibi":
+            work = torch.float64 if x.dtype == torch.float64 else torch.float32
+            kw["bias"] = alibi_bias(alibi_slopes(cfg.n_heads), pos, pos, work)
+            kw["mask"], kw["causal"] = visibility_mask(torch.ones(b, t, dtype=torch.bool, device=x.device), t, 0), False
+        return kw
+
+    @torch.no_grad()
     def norm1(self, x: Tensor) -> Tensor:
         return self.blk.N1(x)
 
+    @torch.no_grad()
     def norm2(self, x: Tensor) -> Tensor:
         return self.blk.N2(x)
 
+    @torch.no_grad()
     def attention(self, x: Tensor) -> Tensor:
-        return self.blk.attn(x, None, causal=x.shape[1] > 1)[0]
+        kw = self._positions(x)
+        return self.blk.attn(x, kw.pop("mask"), **kw)[0]
 
+    @torch.no_grad()
     def mlp(self, x: Tensor) -> Tensor:
         return self.blk.mlp(x)
 
+    @torch.no_grad()
     def block(self, x: Tensor) -> Tensor:
-        return self.blk(x, None, causal=x.shape[1] > 1)[0]
+        kw = self._positions(x)
+        return self.blk(x, kw.pop("mask"), **kw)[0]
 
 
 class ReferenceTarget(Target):
@@ -98,7 +122,7 @@ class ReferenceTarget(Target):
 
     @torch.no_grad()
     def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
-        from reference.positions import apply_rotary, rotary_angles
+        from reference.positions import apply_rotary
 
         states = self.residual_states(ids)
         blk = self._block(layer)
@@ -111,7 +135,7 @@ class ReferenceTarget(Target):
         return q, k
 
     def sublayers(self, layer: int) -> Sublayers:
-        return ReferenceSublayers(self._block(layer))
+        return ReferenceSublayers(self._block(layer), self.model.cfg)
 
     def _block(self, layer: int) -> Block:
         blk = self.model.blocks[layer]

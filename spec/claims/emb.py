@@ -1,0 +1,347 @@
+"""EMB: the embedding table (claims EMB-1 .. EMB-8).
+
+EMB-1..3 and EMB-5 run on any target that exposes its table and lookup; EMB-4, 6 and 7
+train or edit freshly built models (``build`` with ``train_step``, or a built model
+whose ``reference_model()`` is the live model it computes with, see ``live_model``);
+EMB-8 is about the geometry of random vectors and needs nothing from the target.
+
+``live_model`` is shared with TOK-5, ATT-5 and ATT-6, which also edit weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from hypothesis import assume
+from hypothesis import strategies as st
+from scipy import special, stats
+from torch import Tensor
+
+from reference.config import ModelConfig
+from reference.model import Transformer
+from spec.catalog import claim
+from spec.strategies import configs, generator, seeds, target_ids, token_ids
+from spec.target import NotExposed, Target
+from spec.tolerance import CLASSES, assert_close, assert_equal, check
+
+
+# -- shared helpers -------------------------------------------------------------------------
+@torch.no_grad()
+def live_model(sub: Target) -> Transformer:
+    """The built target's weights as the reference Transformer it computes with, ready to be edited in place.
+
+    A claim that relabels or edits weights needs a handle on them; the protocol's handle
+    is ``reference_model()``. Edits reach the target only when that is the model the
+    target runs (true of ReferenceTarget; a converter that copies weights is not). This
+    is checked, not assumed: E is shifted by seeded noise, the target's logits must move,
+    and E is restored bit for bit. Otherwise the claim reports "not exposed".
+    """
+    model = sub.reference_model()
+    probe = torch.arange(min(3, model.cfg.vocab_size), device=sub.device)[None]
+    before = sub.logits(probe)
+    saved = model.embed.E.detach().clone()
+    noise = torch.randn(saved.shape, generator=generator(12345), dtype=torch.float64)
+    model.embed.E.add_(noise.to(device=saved.device, dtype=saved.dtype))
+    moved = not torch.equal(sub.logits(probe), before)
+    model.embed.E.copy_(saved)
+    if not moved:
+        raise NotExposed("reference_model", "the built target's reference_model() is a copy: edits to its weights do "
+                                            "not reach the target (a live weight handle is needed)")
+    return model
+
+
+def _cos(E: Tensor, i: int, j: int) -> float:
+    return float(F.cosine_similarity(E[i].double(), E[j].double(), dim=0))
+
+
+def _lookup_stage(target: Target, ids: Tensor) -> tuple[bool, float, bool]:
+    """(additive positions?, embedding scale, norm after the lookup?) from config, else measured on embed."""
+    if "config" in target.capabilities:
+        cfg = target.config()
+        return cfg.positions in ("learned", "sinusoidal"), cfg.embedding_scale, cfg.embedding_norm
+    const = target.embed(ids[:1, :1].expand(1, max(2, ids.shape[1])).contiguous())
+    return not bool((const == const[:, :1]).all()), 1.0, False
+
+
+# -- EMB-1 .. EMB-3: the lookup ---------------------------------------------------------------
+@claim("EMB-1", "Looking a token up is selecting its row of the embedding table, bit for bit.",
+       source="embedding-to-choice §1; inference-journey §2; the-embedding \"The lookup table\"",
+       needs=("embedding_matrix", "embed"), kind="exact",
+       tolerance="exact where nothing follows the lookup (a lookup copies a row, so no rounding may occur); where "
+                 "additive positions or a scale follow it, the target's tolerance class on the position-free "
+                 "difference (one rounding of E + P or E * s per entry, < 1e-6 relative)",
+       precise="the vector entering the first block is E[t] itself only when nothing is added or multiplied after "
+               "the lookup. With additive positions the lookup is recovered as embed(ids) - embed(other) == "
+               "E[ids] - E[other] for two sequences of the same length (P cancels); with a scale s (Gemma) as "
+               "s * E[ids]; after a norm (Bloom) only 'equal (token, position) gives a bit-identical row' survives")
+def emb_1(target: Target, data: st.DataObject) -> None:
+    """embed(ids)[b, i] == E[ids[b, i]] bit for bit when the lookup stands alone.
+
+    Also, for every target: two sequences that agree at position i give bit-identical
+    rows at i (the row is a function of that token and position only).
+    """
+    E = target.embedding_matrix()
+    ids = data.draw(target_ids(target, max_len=8, batch=2), label="ids")
+    got = target.embed(ids)
+    check(tuple(got.shape) == (*ids.shape, E.shape[1]), f"embed shape {tuple(got.shape)} != {(*ids.shape, E.shape[1])}")
+    same = ids[0] == ids[1]
+    assert_equal(got[0, same], got[1, same], "rows of equal tokens at equal positions in two sequences")
+    additive, scale, norm = _lookup_stage(target, ids)
+    if norm:
+        return  # a norm follows the lookup: only the row identity above survives it
+    if not additive and scale == 1.0:
+        assert_equal(got, E[ids], "embed(ids) vs E[ids]")
+        return
+    tol = CLASSES[target.tolerance]
+    if not additive:
+        assert_close(got, E[ids] * torch.tensor(scale, dtype=E.dtype, device=E.device), tol, "embed(ids) vs s * E[ids]")
+        return
+    diff = (got[0] - got[1]) / scale
+    assert_close(diff, E[ids[0]] - E[ids[1]], tol, "embed(a) - embed(b) (positions cancel) vs E[a] - E[b]")
+
+
+@claim("EMB-2", "Selecting row t equals multiplying the one-hot vector of t by the table.",
+       source="tokens-as-directions §1.2", needs=("embedding_matrix",), kind="exact",
+       tolerance="exact in float32 and float64: each output is one product by 1 plus zeros")
+def emb_2(target: Target, data: st.DataObject) -> None:
+    """onehot(t) @ E == E[t] bit for bit, for every drawn t (float32/float64 tables; others in float32)."""
+    E = target.embedding_matrix()
+    ids = data.draw(target_ids(target, max_len=8), label="ids")[0]
+    work = E if E.dtype in (torch.float32, torch.float64) else E.float()
+    onehot = torch.nn.functional.one_hot(ids, work.shape[0]).to(work.dtype)  # [n, V]
+    assert_equal(onehot @ work, work[ids], "onehot(ids) @ E vs E[ids]")
+
+
+@claim("EMB-3", "n token IDs become an [n, d_model] matrix of their rows, in order.",
+       source="the-embedding \"From text to tensor\"", needs=("embedding_matrix", "embed"), kind="exact",
+       tolerance="exact for shape and for rows that depend only on their own (token, position); the order check "
+                 "through additive positions uses the target's tolerance class (one rounding of E + P per entry)",
+       precise="'stacking' is checked on the target's own lookup: embed(ids) has shape [B, n, d_model]; row i is a "
+               "function of ids[i] (and i) alone (rows kept when other positions change are bit-identical); and "
+               "row i is the row of ids[i]: embed(ids) - embed(c...c) == E[ids] - E[c] (scaled), which removes "
+               "any additive position, so a shuffled or shifted stack is caught")
+def emb_3(target: Target, data: st.DataObject) -> None:
+    """embed(ids) is [B, n, d]; mixing two sequences position-wise mixes their rows exactly; rows follow ids."""
+    E = target.embedding_matrix()
+    ids = data.draw(target_ids(target, max_len=10), label="ids")
+    n = ids.shape[1]
+    got = target.embed(ids)
+    check(tuple(got.shape) == (1, n, E.shape[1]), f"embed shape {tuple(got.shape)} != (1, {n}, {E.shape[1]})")
+    other = data.draw(target_ids(target, min_len=n, max_len=n), label="other")
+    keep = torch.tensor(data.draw(st.lists(st.booleans(), min_size=n, max_size=n), label="keep"), device=ids.device)
+    mixed = torch.where(keep, ids[0], other[0])[None]
+    m = target.embed(mixed)
+    assert_equal(m[0, keep], got[0, keep], "rows kept from ids after the other positions changed")
+    assert_equal(m[0, ~keep], target.embed(other)[0, ~keep], "rows taken from other, position by position")
+    _, scale, norm = _lookup_stage(target, ids)
+    if norm:
+        return
+    c = int(ids[0, 0])
+    base = target.embed(torch.full_like(ids, c))
+    assert_close((got - base)[0] / scale, E[ids[0]] - E[c], CLASSES[target.tolerance],
+                 "embed(ids) - embed(c, c, ...) vs E[ids] - E[c], row by row in order")
+
+
+# -- EMB-4: sparse training ---------------------------------------------------------------------
+@claim("EMB-4", "The embedding table is trained like any weight but sparsely: rows of tokens absent from the input "
+                "get no gradient through the lookup.",
+       source="embedding-to-choice §1, §16; the-embedding \"Learned, not defined\"",
+       needs=("build", "train_step", "embedding_matrix"), kind="exact",
+       tolerance="exact: an absent row is never touched by an SGD step on an untied model, so it stays bit for bit; "
+                 "present rows must change (not bit-identical)",
+       precise="checked on freshly built UNTIED models (tied models read E again as the unembedding, which gives "
+               "every row a gradient; the documents mean the lookup path): after one train_step on drawn ids and "
+               "targets, every row of a token absent from ids is bit-identical and every present row has changed")
+def emb_4(target: Target, data: st.DataObject) -> None:
+    """After one SGD step on an untied built model, E[t] is unchanged for every t not in ids, changed otherwise."""
+    cfg = data.draw(configs(tied=False), label="config")
+    sub = target.build(cfg, seed=data.draw(seeds, label="seed"))
+    ids = data.draw(token_ids(cfg.vocab_size, max_len=8, batch=data.draw(st.integers(1, 2), label="batch"),
+                              max_positions=cfg.max_positions), label="ids").to(sub.device)
+    targets = data.draw(token_ids(cfg.vocab_size, min_len=ids.shape[1], max_len=ids.shape[1], batch=ids.shape[0]),
+                        label="targets").to(sub.device)
+    present = sorted(set(ids.flatten().tolist()))
+    absent = [t for t in range(cfg.vocab_size) if t not in present]
+    assume(absent)
+    E0 = sub.embedding_matrix().detach().clone()
+    sub.train_step(ids, targets, lr=0.5)
+    E1 = sub.embedding_matrix().detach()
+    assert_equal(E1[absent], E0[absent], f"rows of the {len(absent)} absent tokens after a training step")
+    unchanged = [t for t in present if torch.equal(E1[t], E0[t])]
+    check(not unchanged, f"rows of present tokens {unchanged} did not change: the table is not being trained")
+
+
+# -- EMB-5: widths ------------------------------------------------------------------------------
+@claim("EMB-5", "The embedding width equals the width of the residual stream that receives it (d_model).",
+       source="embedding-to-choice §2", needs=("embedding_matrix", "residual_states"), kind="exact",
+       tolerance="exact: widths are integers",
+       precise="E is [V, d]; every residual state (before each block and after the last) is [B, T, d] with the same "
+               "d, and so are the lookup (embed), the unembedding's input side (U is [d, V]) and config.d_model "
+               "wherever the target exposes them")
+def emb_5(target: Target, data: st.DataObject) -> None:
+    """E.shape[1] == every residual state's last dim == embed width == U.shape[0] == d_model (where exposed)."""
+    E = target.embedding_matrix()
+    d = int(E.shape[1])
+    check(int(E.shape[0]) == target.vocab_size, f"E has {E.shape[0]} rows, vocab_size is {target.vocab_size}")
+    ids = data.draw(target_ids(target, max_len=6, batch=data.draw(st.integers(1, 2), label="batch")), label="ids")
+    states = target.residual_states(ids)
+    for i, h in enumerate(states):
+        check(tuple(h.shape) == (*ids.shape, d), f"residual state {i} has shape {tuple(h.shape)}, embedding width {d}")
+    have = target.capabilities
+    if "embed" in have:
+        w = target.embed(ids).shape[-1]
+        check(w == d, f"embed width {w} != embedding width {d}")
+    if "unembedding" in have:
+        U, _ = target.unembedding()
+        check(int(U.shape[0]) == d, f"unembedding U has {U.shape[0]} rows, embedding width {d}")
+    if "config" in have:
+        check(target.config().d_model == d, f"config.d_model {target.config().d_model} != embedding width {d}")
+
+
+# -- EMB-6: usage shapes meaning --------------------------------------------------------------------
+_EMB6_CFG = ModelConfig(vocab_size=12, d_model=32, n_layers=1, n_heads=2, d_mlp=64, positions="none", max_positions=8,
+                        tied_embeddings=False)
+_A, _B, _C, _D = 8, 9, 10, 11  # a, b: interchangeable; c, d: the control pair
+_EMB6_RUNS, _EMB6_STEPS, _EMB6_LR, _EMB6_SHRINK, _EMB6_MARGIN = 9, 15, 0.5, 0.2, 0.1
+
+
+def _emb6_corpus(device: torch.device) -> tuple[Tensor, Tensor]:
+    """Every two-token sequence (x, s), x in 0..3, s in {a, b, c, d}; the target after s is 4 for a and b, 5 for c,
+    6 for d (after x it is s itself). a and b are used identically; c and d are not."""
+    follow = {_A: 4, _B: 4, _C: 5, _D: 6}
+    rows = [([x, s], [s, follow[s]]) for x in range(4) for s in (_A, _B, _C, _D)]
+    ids = torch.tensor([r[0] for r in rows], device=device)
+    return ids, torch.tensor([r[1] for r in rows], device=device)
+
+
+@claim("EMB-6", "Usage shapes meaning: training on a corpus where two tokens are interchangeable makes their "
+                "embeddings more similar in direction than a control pair's.",
+       source="the-embedding \"Learned, not defined\"", needs=("build", "train_step", "embedding_matrix"),
+       kind="statistical", max_examples=2,
+       tolerance=f"a run succeeds when cos(E_a, E_b) ends >= {_EMB6_MARGIN} above cos(E_c, E_d) and >= {_EMB6_MARGIN} "
+                 f"above its own start; the claim needs a majority of {_EMB6_RUNS} runs. On the reference 3.5% of "
+                 "runs fail (14 of 400 seeds; 95% upper bound 5.5%), so a correct target fails an example with "
+                 "probability binom.sf(4, 9, 0.055) < 1e-4",
+       precise="'push closer' is made measurable on a fixed tiny untied model (d_model 32, one layer, no positions) "
+               f"whose rows start small (E scaled by {_EMB6_SHRINK}, so where they end is set by training rather "
+               f"than by the random start), trained by the target's train_step for {_EMB6_STEPS} SGD steps "
+               f"(lr {_EMB6_LR}) on all 16 sequences (x, s): a and b are followed by the same token, c and d by "
+               "different ones. Learning is not guaranteed per run, so the property is a majority over 9 seeds. "
+               "Deterministic: weights come from seeded builds and train_step is plain full-batch SGD")
+def emb_6(target: Target, data: st.DataObject) -> None:
+    """In most of 9 seeded runs, cos(E_a, E_b) ends >= 0.1 above cos(E_c, E_d) and >= 0.1 above where it started."""
+    base = data.draw(seeds, label="seed")
+    failures: list[str] = []
+    for k in range(_EMB6_RUNS):
+        sub = target.build(_EMB6_CFG, seed=(base + k) % 2**31)
+        with torch.no_grad():
+            live_model(sub).embed.E.mul_(_EMB6_SHRINK)
+        ids, targets = _emb6_corpus(sub.device)
+        start = _cos(sub.embedding_matrix(), _A, _B)
+        for _ in range(_EMB6_STEPS):
+            sub.train_step(ids, targets, lr=_EMB6_LR)
+        E = sub.embedding_matrix()
+        ab, cd = _cos(E, _A, _B), _cos(E, _C, _D)
+        if not (ab - cd >= _EMB6_MARGIN and ab - start >= _EMB6_MARGIN):
+            failures.append(f"seed {(base + k) % 2**31}: cos(a,b) {start:.3f} -> {ab:.3f}, cos(c,d) {cd:.3f}")
+    check(len(failures) <= _EMB6_RUNS // 2,
+          f"{len(failures)} of {_EMB6_RUNS} runs did not pull the interchangeable pair together: "
+          + "; ".join(failures))
+
+
+# -- EMB-7: identical vectors ---------------------------------------------------------------------
+@claim("EMB-7", "Two tokens with identical embeddings get identical predictions; training them toward different next "
+                "tokens pulls the two rows apart.",
+       source="the-embedding \"Why no duplicates?\"", needs=("build", "train_step", "embedding_matrix"),
+       kind="numeric", max_examples=20,
+       tolerance="identical predictions: exact (the network receives bit-identical vectors, so every later "
+                 "computation is the same); after the step: the rows must differ and the preference gap, exactly 0 "
+                 "before it, must exceed 16 eps (1 + max|z|), above the rounding of two forward rows (on the reference "
+                 "the smallest gap over 300 drawn configs is 5.7e-5 in float32, 30x that bound)",
+       precise="in a built model E[b] is set to E[a]. (1) For any sequence, replacing a by b anywhere leaves every "
+               "logit bit-identical. (2) One SGD step (lr 0.01) on the two sequences (ctx, a) -> x and (ctx, b) -> y "
+               "(x != y, the same context and the same earlier targets) makes E[a] != E[b] and makes the model "
+               "prefer x over y more after a than after b: (z_a[x] - z_a[y]) - (z_b[x] - z_b[y]) > 0. To first order "
+               "in the step this gap is lr |J^T (e_x - e_y)|^2 >= 0 (J the last logits' Jacobian in the row); the "
+               "step is small because large steps can overshoot (lr 0.1 reverses the sign on ~3% of configs)")
+def emb_7(target: Target, data: st.DataObject) -> None:
+    """Setting E[b] = E[a] makes a and b interchangeable in the logits; one step toward x vs y separates them."""
+    cfg = data.draw(configs(max_layers=1), label="config")
+    sub = target.build(cfg, seed=data.draw(seeds, label="seed"))
+    a, b, x, y = data.draw(st.lists(st.integers(0, cfg.vocab_size - 1), min_size=4, max_size=4, unique=True),
+                           label="a_b_x_y")
+    with torch.no_grad():
+        model = live_model(sub)
+        model.embed.E[b] = model.embed.E[a]
+    n = data.draw(st.integers(2, 8), label="length")
+    others = [t for t in range(cfg.vocab_size) if t not in (a, b, x, y)]
+    ids = torch.tensor([data.draw(st.lists(st.sampled_from(others), min_size=n, max_size=n), label="ids")],
+                       device=sub.device)
+    where = torch.tensor(data.draw(st.lists(st.booleans(), min_size=n, max_size=n), label="where_a"),
+                         device=ids.device)
+    with_a = torch.where(where, a, ids)
+    with_b = torch.where(where, b, ids)
+    assert_equal(sub.logits(with_b), sub.logits(with_a), f"logits with token {b} vs with token {a} (identical rows)")
+    ctx = ids[:, :-1]
+    pair = torch.cat([torch.cat([ctx, torch.full_like(ids[:, :1], a)], 1),
+                      torch.cat([ctx, torch.full_like(ids[:, :1], b)], 1)])
+    shared = ids[:, 1:].expand(2, -1)  # the same targets before the last position
+    targets = torch.cat([shared, torch.tensor([[x], [y]], device=ids.device)], 1)
+    sub.train_step(pair, targets, lr=0.01)
+    E = sub.embedding_matrix()
+    check(not torch.equal(E[a], E[b]), f"rows {a} and {b} are still identical after a step toward {x} vs {y}")
+    z = sub.logits(pair)[:, -1].double()
+    gap = float((z[0, x] - z[0, y]) - (z[1, x] - z[1, y]))
+    floor = 16 * torch.finfo(E.dtype).eps * (1 + float(z.abs().max()))
+    check(gap > floor, f"after the step, preference for {x} over {y} after {a} minus after {b} is {gap:.4g} "
+                       f"(needs > {floor:.2g})")
+
+
+# -- EMB-8: random directions ---------------------------------------------------------------------
+_EMB8_PAIRS, _EMB8_ALPHA = 2000, 1e-4
+
+
+def _mean_abs_cos(d: int) -> float:
+    """E|cos| for two independent uniform directions in R^d: Gamma(d/2) / (sqrt(pi) Gamma((d+1)/2))."""
+    return math.exp(special.gammaln(d / 2) - special.gammaln((d + 1) / 2)) / math.sqrt(math.pi)
+
+
+@claim("EMB-8", "Random directions in high dimension are nearly orthogonal: |cos| of two independent random vectors "
+                "concentrates near 0 with spread about 1/sqrt(d).",
+       source="the-embedding \"Why no duplicates?\"", needs=(), kind="statistical", max_examples=5,
+       tolerance=f"three tests per example at total false-alarm rate {_EMB8_ALPHA} (Bonferroni, {_EMB8_ALPHA / 3:.2g} "
+                 f"each) on {_EMB8_PAIRS} pairs: Kolmogorov-Smirnov of cos against its exact law, and z-tests of the "
+                 "means of |cos| and cos^2 against their exact values (n = 2000 makes the normal approximation of a "
+                 "mean of bounded variables accurate far beyond the stated rate)",
+       precise="'nearly orthogonal' is the exact law of the cosine of two independent Gaussian vectors in R^d: "
+               "(cos + 1) / 2 ~ Beta((d-1)/2, (d-1)/2), so E cos^2 = 1/d (spread exactly 1/sqrt(d)) and E|cos| = "
+               "Gamma(d/2) / (sqrt(pi) Gamma((d+1)/2)) = sqrt(2/(pi d)) (1 + O(1/d)). This is mathematics, not a "
+               "property of a model: it runs the same on every target")
+def emb_8(target: Target, data: st.DataObject) -> None:
+    """cos of seeded Gaussian pairs in drawn d follows its exact law; mean |cos| ~ sqrt(2/(pi d)), mean cos^2 = 1/d."""
+    d = data.draw(st.sampled_from([2, 3, 8, 32, 128, 768, 4096]), label="d")
+    g = generator(data.draw(seeds, label="seed"))
+    parts = []
+    for _ in range(_EMB8_PAIRS // 250):  # chunks keep memory small at d = 4096
+        u = torch.randn(250, d, generator=g, dtype=torch.float64)
+        v = torch.randn(250, d, generator=g, dtype=torch.float64)
+        parts.append(F.cosine_similarity(u, v, dim=1))
+    cos = torch.cat(parts).numpy()
+    each = _EMB8_ALPHA / 3
+    half = (d - 1) / 2
+    ks = stats.kstest((cos + 1) / 2, stats.beta(half, half).cdf)
+    check(ks.pvalue > each, f"d={d}: KS test of cos against its exact law rejects (p={ks.pvalue:.3g} < {each:.2g})")
+    z_crit = float(stats.norm.isf(each / 2))
+    m_abs = _mean_abs_cos(d)
+    sd_abs = math.sqrt(1 / d - m_abs**2)
+    z_abs = (abs(cos).mean() - m_abs) / (sd_abs / math.sqrt(len(cos)))
+    check(abs(z_abs) < z_crit, f"d={d}: mean |cos| {abs(cos).mean():.5f} vs exact {m_abs:.5f} (z={z_abs:.2f})")
+    sd_sq = math.sqrt(2 * (d - 1) / (d**2 * (d + 2)))  # variance of Beta(1/2, (d-1)/2)
+    z_sq = ((cos**2).mean() - 1 / d) / (sd_sq / math.sqrt(len(cos)))
+    check(abs(z_sq) < z_crit, f"d={d}: mean cos^2 {(cos**2).mean():.5f} vs 1/d = {1 / d:.5f} (z={z_sq:.2f})")
+    approx = math.sqrt(2 / (math.pi * d))
+    check(approx <= m_abs <= approx * (1 + 1 / (3 * d)),
+          f"d={d}: exact E|cos| {m_abs:.6f} is not sqrt(2/(pi d)) = {approx:.6f} up to 1/(3d)")
+

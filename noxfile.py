@@ -19,7 +19,7 @@ COVERAGE_FLOOR = 90  # percent of reference/ lines; also [tool.coverage.report] 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The project's tests and the whole catalog against every built-in target."""
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run("python", "-m", "pytest", "-n", "2", *session.posargs)
 
 
 @nox.session

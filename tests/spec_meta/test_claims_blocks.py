@@ -23,6 +23,7 @@ from spec.targets.reference_target import ReferenceSublayers, ReferenceTarget
 
 load_all()
 
+BROKEN_MUTANT = ("TypeError", "AttributeError", "NameError")  # a crash in the mutant is no kill
 PASS = settings(max_examples=12, derandomize=True, database=None)
 FAIL = settings(max_examples=30, derandomize=True, database=None,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
@@ -50,7 +51,7 @@ def _with_sublayers(sub_cls: type[ReferenceSublayers]) -> type[ReferenceTarget]:
 
     class Mutant(ReferenceTarget):
         def sublayers(self, layer: int) -> Sublayers:
-            return sub_cls(self.model.blocks[layer])
+            return sub_cls(self._block(layer), self.model.cfg)
 
     Mutant.__name__ = f"Mutant{sub_cls.__name__}"
     return Mutant
@@ -149,6 +150,7 @@ MUTANTS = [
 def test_fails_on_mutant(claim_id: str, cls: type[ReferenceTarget], preset: str) -> None:
     r = run(claim_id, cls.from_preset(preset), FAIL)
     assert r.status == "failed", (r.status, r.detail)
+    assert not r.detail.startswith(BROKEN_MUTANT), f"the mutant itself is broken: {r.detail}"
 
 
 def test_res_1_literal_form_runs_on_built_models() -> None:

@@ -19,6 +19,7 @@ from spec.targets.reference_target import ReferenceTarget
 
 load_all()
 
+BROKEN_MUTANT = ("TypeError", "AttributeError", "NameError")  # a crash in the mutant is no kill
 PASS = settings(max_examples=12, derandomize=True, database=None)
 FAIL = settings(max_examples=40, derandomize=True, database=None,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
@@ -173,6 +174,7 @@ MUTANTS = [
 def test_fails_on_mutant(claim_id: str, cls: type[ReferenceTarget], preset: str, dtype: torch.dtype) -> None:
     r = run(claim_id, cls.from_preset(preset, dtype=dtype), FAIL)
     assert r.status == "failed", (r.status, r.detail)
+    assert not r.detail.startswith(BROKEN_MUTANT), f"the mutant itself is broken: {r.detail}"
 
 
 def test_toy_example_numbers() -> None:

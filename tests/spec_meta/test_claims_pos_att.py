@@ -30,6 +30,7 @@ from spec.targets.reference_target import ReferenceTarget
 
 load_all()
 
+BROKEN_MUTANT = ("TypeError", "AttributeError", "NameError")  # a crash in the mutant is no kill
 PASS = settings(max_examples=8, derandomize=True, database=None)
 FAIL = settings(max_examples=30, derandomize=True, database=None,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
@@ -194,6 +195,7 @@ def _builds(cls: type[ReferenceTarget]) -> type[ReferenceTarget]:
 def test_claims_fail_on_mutants(claim_id: str, target: ReferenceTarget) -> None:
     r = run(claim_id, target, FAIL)
     assert r.status == "failed", (r.status, r.detail)
+    assert not r.detail.startswith(BROKEN_MUTANT), f"the mutant itself is broken: {r.detail}"
 
 
 def _tiled(x: Tensor, n_rep: int) -> Tensor:
@@ -213,3 +215,4 @@ def test_att_6_fails_on_wrong_head_wiring(name: str, bug: Callable[..., Tensor])
     with mock.patch.object(attention, name, bug):
         r = run("ATT-6", ReferenceTarget(_model("llama-tiny")), FAIL)
     assert r.status == "failed", (r.status, r.detail)
+    assert not r.detail.startswith(BROKEN_MUTANT), f"the mutant itself is broken: {r.detail}"

@@ -29,6 +29,7 @@ from spec.targets.tokenizers import CORPUS, builtin_tokenizer
 
 load_all()
 
+BROKEN_MUTANT = ("TypeError", "AttributeError", "NameError")  # a crash in the mutant is no kill
 PASS = settings(max_examples=8, derandomize=True, database=None)
 FAIL = settings(max_examples=30, derandomize=True, database=None,
                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
@@ -239,6 +240,7 @@ class PaddingRowZero(ReferenceTarget):
 def test_model_claims_fail_on_mutants(claim_id: str, target: ReferenceTarget) -> None:
     r = run(claim_id, target, FAIL)
     assert r.status == "failed", (r.status, r.detail)
+    assert not r.detail.startswith(BROKEN_MUTANT), f"the mutant itself is broken: {r.detail}"
 
 
 def test_emb_8_rejects_wrong_geometry() -> None:

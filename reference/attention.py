@@ -10,7 +10,9 @@ through its own slice of W_O (ATT-6). With grouped-query attention several query
 heads share one key/value head.
 
 Two paths compute the same thing: ``explicit_attention`` spells the math out and can
-return the weights; ``fast_attention`` calls torch's fused scaled_dot_product_attention.
+return the weights (GQA by copying each key/value head to its query heads, ``repeat_kv``);
+``fast_attention`` calls torch's fused scaled_dot_product_attention, which shares the
+key/value heads without copying them.
 """
 
 from __future__ import annotations
@@ -80,12 +82,18 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sca
 
 def fast_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
                    bias: Tensor | None = None, causal: bool = False) -> Tensor:
-    """The same computation through torch.nn.functional.scaled_dot_product_attention."""
+    """The same computation through torch.nn.functional.scaled_dot_product_attention.
+
+    k, v may hold fewer heads than q (GQA/MQA): with ``enable_gqa`` the kernel lets query
+    head i read key/value head i // n_rep, the grouping of ``repeat_kv``, without copying
+    the keys and values n_rep times (that copy cost more than the attention itself in decoding).
+    """
     attn_mask: Tensor | None = mask
     if bias is not None:
         bias = bias.to(q.dtype)  # fused kernels want the additive mask in the queries' dtype
         attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale,
+                                          enable_gqa=k.shape[1] != q.shape[1])
 
 
 class Attention(nn.Module):
@@ -128,20 +136,20 @@ class Attention(nn.Module):
         """
         cfg = self.cfg
         q, k, v = self.project(x)  # [batch, heads, seq, d_head]
-        if rotary is not None:
+        if rotary is not None:  # queries and keys turned together: one rotation's worth of ops per layer
             cos, sin = rotary
-            q = apply_rotary(q, cos, sin, cfg.rotary_interleaved)
-            k = apply_rotary(k, cos, sin, cfg.rotary_interleaved)
+            qk = apply_rotary(torch.cat((q, k), dim=1), cos, sin, cfg.rotary_interleaved)
+            q, k = qk.split((cfg.n_heads, cfg.kv_heads), dim=1)
         if cache is not None:
             k, v = cache.store(layer, k, v)
-        n_rep = cfg.n_heads // cfg.kv_heads
         weights: Tensor | None = None
         if explicit:
             if mask is None and causal:
                 mask = visibility_mask(torch.ones(x.shape[0], k.shape[2], dtype=torch.bool, device=x.device),
                                       q.shape[2], k.shape[2] - q.shape[2])
+            n_rep = cfg.n_heads // cfg.kv_heads
             out, weights = explicit_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, cfg.scale, bias)
         else:
-            out = fast_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, cfg.scale, bias, causal)
+            out = fast_attention(q, k, v, mask, cfg.scale, bias, causal)  # shares KV heads without copies
         return linear(merge_heads(out), self.W_O, self.b_O), weights
 

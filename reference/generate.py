@@ -39,16 +39,21 @@ def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_
                          f"max_positions={model.cfg.max_positions}")
     cache = model.new_cache(b, t + max_new_tokens) if use_cache else None
     tokens, finished = ids, torch.zeros(b, dtype=torch.bool, device=ids.device)
-    step_ids, step_mask = ids, mask
+    step_ids = ids
+    step_mask: Tensor | None = mask
     for _ in range(max_new_tokens):
-        logits = model(step_ids, step_mask, cache).logits[:, -1]  # [batch, V]: only the last position chooses
+        # [batch, V]: only the last position chooses (claim OUT-7), so only it is unembedded
+        logits = model(step_ids, step_mask, cache, last_logits_only=True).logits[:, -1]
         nxt = sample(logits, generator, temperature, top_k, top_p)
         if eos_token_id is not None:
             nxt = torch.where(finished, torch.full_like(nxt, eos_token_id), nxt)
             finished = finished | (nxt == eos_token_id)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones_like(nxt[:, None], dtype=torch.bool)], dim=1)
-        step_ids, step_mask = (nxt[:, None], mask[:, -1:]) if use_cache else (tokens, mask)
+        if use_cache:  # a generated token is never padding: the cache already holds the prompt's mask
+            step_ids, step_mask = nxt[:, None], None
+        else:
+            mask = torch.cat([mask, torch.ones_like(nxt[:, None], dtype=torch.bool)], dim=1)
+            step_ids, step_mask = tokens, mask
         if eos_token_id is not None and bool(finished.all()):
             break
     return tokens

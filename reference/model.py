@@ -37,7 +37,8 @@ from reference.validation import check_device, check_ids, check_mask
 class ForwardOutput:
     """What one forward pass returns.
 
-    logits: [batch, seq, vocab] for every position, always.
+    logits: [batch, seq, vocab] for every position, or [batch, 1, vocab] for the last
+      one when the forward pass was asked for ``last_logits_only`` (all a generation step uses).
     states: on request, the residual stream before each block and after the last
       one (n_layers + 1 tensors of [batch, seq, d_model], all before the final norm).
     attentions: on request, each layer's weights [batch, n_heads, seq, cache_len + seq].
@@ -91,11 +92,14 @@ class Transformer(nn.Module):
 
     # -- the forward pass -------------------------------------------------------------
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None, *,
-                return_states: bool = False, return_attentions: bool = False) -> ForwardOutput:
+                return_states: bool = False, return_attentions: bool = False,
+                last_logits_only: bool = False) -> ForwardOutput:
         """ids [batch, seq] (left-padded where ``attention_mask`` is 0) -> ForwardOutput.
 
         With a cache, ``ids`` are the tokens after those already cached; the cache is
-        advanced in place.
+        advanced in place. ``last_logits_only`` unembeds the last position alone: only it
+        chooses the next token (claim OUT-7), and the [seq, vocab] product is the largest
+        one in a prompt's pass.
         """
         cfg = self.cfg
         check_ids(ids, cfg.vocab_size, self.device)
@@ -110,14 +114,17 @@ class Transformer(nn.Module):
         pos = positions_from_mask(real, offset)  # [batch, seq]
 
         h = self._embed(ids, pos)  # [batch, seq, d_model]
-        key_mask = real if cache is None else torch.cat([cache.key_mask[:, :past], real], dim=1)
         explicit = return_attentions or self.attention_impl == "explicit"
         cache_padded = cache is not None and past > 0 and not bool(cache.key_mask[:, :past].all())
         needs_mask = padded or cache_padded or cfg.positions == "alibi" or (past > 0 and t > 1)
-        full_mask = visibility_mask(key_mask, t, past) if needs_mask else None
+        full_mask = bias = None
+        if needs_mask:  # an unpadded step needs no mask: the causal flag, or one query seeing every key
+            key_mask = real if cache is None else torch.cat([cache.key_mask[:, :past], real], dim=1)
+            full_mask = visibility_mask(key_mask, t, past)
+            if cfg.positions == "alibi":
+                bias = self._alibi(pos, key_mask, cache, past, h.dtype)
         causal = full_mask is None and past == 0 and t > 1
         rotary = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, h.dtype) if cfg.positions == "rotary" else None
-        bias = self._alibi(pos, key_mask, cache, past, h.dtype) if cfg.positions == "alibi" else None
 
         states, attentions = [h], []
         for i, block in enumerate(self.blocks):
@@ -128,7 +135,9 @@ class Transformer(nn.Module):
                 attentions.append(weights)
         if cache is not None:
             cache.advance(real)
-        logits = unembed(self.final_norm(h), self.W_U, self.b_U)  # [batch, seq, vocab]
+        if last_logits_only:
+            h = h[:, -1:]  # [batch, 1, d_model]
+        logits = unembed(self.final_norm(h), self.W_U, self.b_U)  # [batch, seq or 1, vocab]
         return ForwardOutput(
             logits=logits,
             states=tuple(states) if return_states else None,

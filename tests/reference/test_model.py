@@ -174,6 +174,25 @@ def test_cached_decoding_equals_recompute(name: str, dtype: torch.dtype, model_f
         torch.testing.assert_close(logits_by_steps(model, ids, [4, 3, 1, 1]), full, **tol(dtype))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_last_logits_only_is_the_last_row_of_the_full_logits(name: str, model_for: ModelFor, tol: Tol) -> None:
+    # OUT-7: generation reads only the last position; unembedding it alone changes nothing else.
+    model = model_for(name, torch.float64)
+    ids, mask = left_pad([[3, 1, 4, 1, 5], [9, 2]])
+    with torch.no_grad():
+        full = model(ids, mask).logits
+        last = model(ids, mask, last_logits_only=True).logits
+        cache = model.new_cache(2, 6)
+        model(ids, mask, cache)
+        step = model(torch.tensor([[6], [5]]), None, cache, last_logits_only=True).logits
+    assert last.shape == (2, 1, model.cfg.vocab_size) and step.shape == (2, 1, model.cfg.vocab_size)
+    torch.testing.assert_close(last, full[:, -1:], **tol(torch.float64))
+    with torch.no_grad():
+        ext_ids, ext_mask = torch.cat([ids, torch.tensor([[6], [5]])], 1), torch.cat([mask, torch.ones(2, 1)], 1)
+        expected = model(ext_ids, ext_mask.long())
+    torch.testing.assert_close(step, expected.logits[:, -1:], **tol(torch.float64))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", NAMES)
 def test_left_padded_batch_equals_each_prompt_alone(name: str, dtype: torch.dtype, model_for: ModelFor,

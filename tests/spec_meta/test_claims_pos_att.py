@@ -134,8 +134,9 @@ class PaddingVisible(ReferenceTarget):
 
 def _non_causal(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, bias: Tensor | None = None,
                 causal: bool = False) -> Tensor:
-    """The fused path with the causal flag dropped."""
-    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False, scale=scale)
+    """The fused path with the causal flag dropped (k, v keep their n_kv_heads heads, as the module passes them)."""
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False, scale=scale,
+                                                            enable_gqa=k.shape[1] != q.shape[1])
 
 
 class NoCausalMask(ReferenceTarget):
@@ -150,6 +151,8 @@ class NoCausalMask(ReferenceTarget):
 def _wrong_axis(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, bias: Tensor | None = None,
                 causal: bool = False) -> Tensor:
     """Causal attention whose softmax normalises over the queries (dim -2) instead of the keys."""
+    n_rep = q.shape[1] // k.shape[1]
+    k, v = attention.repeat_kv(k, n_rep), attention.repeat_kv(v, n_rep)
     scores = (q @ k.transpose(-1, -2)) * scale + (0 if bias is None else bias)
     t = scores.shape[-1]
     hidden = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
@@ -203,13 +206,24 @@ def _tiled(x: Tensor, n_rep: int) -> Tensor:
     return x if n_rep == 1 else x.repeat(1, n_rep, 1, 1)
 
 
+_FAST_ATTENTION = attention.fast_attention
+
+
+def _tiled_fast(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, bias: Tensor | None = None,
+                causal: bool = False) -> Tensor:
+    """The fused path with its key/value heads tiled (``_tiled``) instead of grouped."""
+    n_rep = q.shape[1] // k.shape[1]
+    return _FAST_ATTENTION(q, _tiled(k, n_rep), _tiled(v, n_rep), mask, scale, bias, causal)
+
+
 def _merged_transposed(x: Tensor) -> Tensor:
     """Heads concatenated feature-major ([T, d_head, heads]) where W_O expects head-major rows."""
     b, h, t, d = x.shape
     return x.permute(0, 2, 3, 1).reshape(b, t, h * d)
 
 
-@pytest.mark.parametrize(("name", "bug"), [("repeat_kv", _tiled), ("merge_heads", _merged_transposed)],
+# The fused path shares key/value heads inside SDPA (enable_gqa), so its tiled-heads bug lives in fast_attention.
+@pytest.mark.parametrize(("name", "bug"), [("fast_attention", _tiled_fast), ("merge_heads", _merged_transposed)],
                          ids=["ATT-6-tiled-kv", "ATT-6-heads-transposed"])
 def test_att_6_fails_on_wrong_head_wiring(name: str, bug: Callable[..., Tensor]) -> None:
     with mock.patch.object(attention, name, bug):

@@ -26,9 +26,17 @@ def builtin_target(device: str = "cpu", dtype: str = "float32") -> Target:
     return ReferenceTarget(model, name="builtin (random weights)", tokenizer=tok)
 
 
-def explain(prompt: str, *, target: str | Target = "builtin", device: str = "cpu", dtype: str = "float32",
+DEFAULT_TARGET = "smollm2"  # the real trained model (issue #4); "builtin" needs no download
+
+
+def explain(prompt: str, *, target: str | Target = DEFAULT_TARGET, device: str = "cpu", dtype: str = "float32",
             steps: int = 1, temperature: float = 0.7, top: int = 10) -> Iterator[str]:
-    """Yield the lines of the story for ``steps`` greedy steps."""
+    """Yield the lines of the story for ``steps`` greedy steps.
+
+    The default target is SmolLM2-135M-Instruct, so the story is a trained model's; when its
+    GGUF file cannot be located or fetched, spec.targets.smollm2.ModelUnavailable says how to
+    provide it (or to pass target="builtin", a random-weight model that needs nothing).
+    """
     from spec.targets.registry import resolve
 
     if isinstance(target, Target):

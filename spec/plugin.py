@@ -5,8 +5,10 @@ Installed through the ``pytest11`` entry point, so any project's test suite can 
 item: passed claims pass, failed claims fail with the shrunk counterexample and a
 command that reproduces it, claims the target cannot run (a missing capability, or
 random weights for a claim about trained ones) are skipped with the reason named, and
-expected deviations are xfailed. NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1 makes a trained model
-that cannot be located (spec.targets.smollm2) a failure instead of a skip.
+expected deviations (expectations/<target>.toml, see spec.expectations) are xfailed, and a
+listed deviation whose claim passes fails, so stale entries cannot hide anything.
+NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1 makes a trained model that cannot be located
+(spec.targets.smollm2) a failure instead of a skip.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="device for targets and device-parametrized tests: cpu, cuda, or all available")
     group.addoption("--dtype", default="float32", help="dtype for targets (float32, float64, bfloat16, float16)")
     group.addoption("--expectations", default=None, metavar="DIR",
-                    help="folder of per-target expected-deviation files (<target>.toml)")
+                    help="folder of per-target expected-deviation files (<target>.toml); overrides the ini option "
+                         "next_token_spec_expectations")
     parser.addini("next_token_spec_targets", "targets checked when no --target is given", type="linelist",
                   default=[])
+    parser.addini("next_token_spec_expectations", "folder of per-target expected-deviation files, relative to the "
+                  "ini file, used when --expectations is not given", default="")
 
 
 def devices(config: pytest.Config) -> list[str]:
@@ -65,6 +70,7 @@ def selected_targets(config: pytest.Config) -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "claim(id): the test checks the named spec claim")
     if not config.getoption("hypothesis_profile", None):
         profiles.load()
 
@@ -142,15 +148,35 @@ class ClaimItem(pytest.Item):
         return self.path, None, f"{self.target_spec}::{self.claim.id}"
 
 
-def _deviations(config: pytest.Config, target_spec: str) -> dict[str, Any]:
-    folder = config.getoption("--expectations")
-    if not folder:
-        return {}
-    from spec.catalog import CATALOG
-    from spec.expectations import load
+def expectations_folder(config: pytest.Config) -> Path | None:
+    """--expectations (relative to the working directory), else the ini option (relative to the ini file)."""
+    given = config.getoption("--expectations")
+    if given:
+        return Path(given)
+    ini = str(config.getini("next_token_spec_expectations") or "")
+    if not ini:
+        return None
+    return (config.inipath.parent if config.inipath else config.rootpath) / ini
 
-    path = Path(folder) / (target_spec.replace(":", "-").replace("/", "-") + ".toml")
-    return load(path, set(CATALOG)) if path.exists() else {}
+
+_LOADED_DEVIATIONS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _deviations(config: pytest.Config, target_spec: str) -> dict[str, Any]:
+    """The target's expected deviations, read once per session; a configured folder must exist."""
+    folder = expectations_folder(config)
+    if folder is None:
+        return {}
+    key = (str(folder), target_spec)
+    if key not in _LOADED_DEVIATIONS:
+        from spec.catalog import CATALOG
+        from spec.expectations import for_target
+
+        if not folder.is_dir():
+            raise pytest.UsageError(f"expectations folder {folder} does not exist (--expectations or the ini "
+                                    "option next_token_spec_expectations)")
+        _LOADED_DEVIATIONS[key] = for_target(folder, target_spec, set(CATALOG))
+    return _LOADED_DEVIATIONS[key]
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -76,6 +76,10 @@ class Target:
     trained: ClassVar[bool] = False
     vocab_size: int
     max_positions: int = 1 << 30
+    # At most this many Hypothesis examples per claim (None: the profile's and the claim's own limits). For a
+    # target whose forward pass is expensive (a real 135M-parameter model) so that the whole catalog fits a CI
+    # budget; claims written for trained weights (needs "trained") keep their own counts. See spec.runner.
+    max_examples: int | None = None
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
 

@@ -80,6 +80,29 @@ def converter_for(hf_config: Any) -> Converter:
                                 f"{sorted(CONVERTERS)}") from None
 
 
+def check_not_quantized(hf_config: Any, hf_state_dict: Mapping[str, Tensor]) -> None:
+    """Refuse quantized weights; accept a quantization_config whose weights are already plain floats.
+
+    transformers' GGUF loader (``from_pretrained(..., gguf_file=...)``) dequantizes every
+    tensor to float on load but leaves ``quantization_config = GgufConfig(quant_method='gguf')``
+    on the config: those weights are ordinary floats and convert like any others. Other
+    methods (bitsandbytes, GPTQ, AWQ, ...) keep packed integer weights and scales that the
+    reference's float matmuls cannot use, so they are refused, as is any non-float weight.
+    """
+    qc = getattr(hf_config, "quantization_config", None)
+    if qc is None:
+        return
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    method = str(getattr(method, "value", method))
+    if method != "gguf":
+        raise UnsupportedConfig(f"config.quantization_config quant_method={method!r}: quantized weights; only GGUF "
+                                "checkpoints that transformers dequantized on load ('gguf') convert")
+    packed = [name for name, w in hf_state_dict.items() if not w.is_floating_point()]
+    if packed:
+        raise UnsupportedConfig(f"config.quantization_config quant_method='gguf' but weights {packed[:3]} are "
+                                "not floating point: they were not dequantized")
+
+
 def from_hf(hf_model_or_config_and_state_dict: Any, *, device: torch.device | str | None = None,
             dtype: torch.dtype | None = None) -> Transformer:
     """A reference Transformer with the weights of an HF causal LM.
@@ -96,6 +119,7 @@ def from_hf(hf_model_or_config_and_state_dict: Any, *, device: torch.device | st
         hf_config, hf_state_dict = source.config, source.state_dict()
     conv = converter_for(hf_config)
     cfg = conv.config(hf_config)
+    check_not_quantized(hf_config, hf_state_dict)
     weights = conv.state_dict(hf_config, hf_state_dict)
     first = weights["embed.E"]
     model = Transformer(cfg, device=first.device if device is None else device,
@@ -104,4 +128,4 @@ def from_hf(hf_model_or_config_and_state_dict: Any, *, device: torch.device | st
     return model.eval()
 
 
-__all__ = ["CONVERTERS", "Converter", "UnsupportedConfig", "converter_for", "from_hf"]
+__all__ = ["CONVERTERS", "Converter", "UnsupportedConfig", "check_not_quantized", "converter_for", "from_hf"]

@@ -22,7 +22,7 @@ from spec.catalog import claim
 from spec.claims.soft import exact_softmax, softmax_error_bound, unit_roundoff, within
 from spec.strategies import configs, permutations, seeds, target_ids
 from spec.target import Target
-from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, check
+from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, assert_logits_close, check
 
 _U64 = 2.0**-53
 _CHUNK = 8192  # rows of a table converted to float64 at a time (real vocabularies are 30k-250k rows)
@@ -36,6 +36,13 @@ def _dot_bound(d: int) -> float:
 def _scores(vectors: Tensor, table: Tensor) -> Tensor:
     """vectors [k, d] (float64) dotted with every row of table [V, d], in float64 by chunks: [k, V]."""
     return torch.cat([vectors @ chunk.detach().double().cpu().T for chunk in table.split(_CHUNK)], dim=1)
+
+
+def repeated_rows(table: Tensor) -> list[list[int]]:
+    """Groups of row indices whose rows are bit-identical (each group sorted, groups by first index)."""
+    _, inverse, counts = torch.unique(table.detach().cpu(), dim=0, return_inverse=True, return_counts=True)
+    groups = [(inverse == g).nonzero().flatten().tolist() for g in (counts > 1).nonzero().flatten().tolist()]
+    return sorted(groups)
 
 
 def _row_norms(table: Tensor) -> Tensor:
@@ -92,6 +99,15 @@ _TOY_LOGITS = [5.0, 6.0, 4.0, 2.0, 7.0, 4.0]
 _TOY_SOFTMAX_4DP = [0.0841, 0.2286, 0.0309, 0.0042, 0.6213, 0.0309]
 
 
+def toy_logits(order: list[int], dtype: torch.dtype = torch.float64,
+               device: torch.device | str = "cpu") -> tuple[list[str], Tensor]:
+    """The toy example of embedding-to-choice §12 (OUT-2): the six token names in ``order`` and their logits
+    h U [6], with h = [2, 1, 0, 3] and the six output vectors as the columns of U, in ``dtype`` on ``device``."""
+    U = torch.tensor([_TOY_VECTORS[i] for i in order], dtype=dtype, device=device).T  # [4, 6]
+    h = torch.tensor(_TOY_H, dtype=dtype, device=device)  # [4]
+    return [_TOY_NAMES[i] for i in order], h @ U
+
+
 @claim("OUT-2", "The documents' toy example: h = [2, 1, 0, 3] against the six output vectors gives logits "
                 "[5, 6, 4, 2, 7, 4], picks \"quickly\", and softmax [0.0841, 0.2286, 0.0309, 0.0042, 0.6213, 0.0309].",
        source="embedding-to-choice §12-13", needs=("softmax",), kind="exact",
@@ -109,10 +125,7 @@ def out_2(target: Target, data: st.DataObject) -> None:
     "banana" (both 4) get equal probability; the order is quickly > cat > the > runs = banana > blue."""
     order = data.draw(permutations(6), label="order").tolist()
     dtype, device = target.dtype, target.device
-    U = torch.tensor([_TOY_VECTORS[i] for i in order], dtype=dtype, device=device).T  # [4, 6]
-    h = torch.tensor(_TOY_H, dtype=dtype, device=device)
-    z = h @ U
-    names = [_TOY_NAMES[i] for i in order]
+    names, z = toy_logits(order, dtype, device)
     assert_equal(z, torch.tensor([_TOY_LOGITS[i] for i in order], dtype=dtype, device=device), "toy logits h U")
     check(names[int(z.argmax())] == "quickly", f"toy argmax is {names[int(z.argmax())]!r}, not 'quickly'")
     p, = target.softmax(z.unsqueeze(0), 1.0)
@@ -202,7 +215,8 @@ def out_4(target: Target, data: st.DataObject) -> None:
        tolerance="float64 math on the target's E: scores and norms compared within 4 (d + 2) u64 relative (rounding "
                  "of d-term dot products)",
        precise="equal norms make E_t . E_j = c^2 cos(theta) <= c^2 = E_t . E_t, so t wins unless another row points "
-               "in exactly the same direction: such rows (two tokens sharing a direction) are reported as a failure. "
+               "in exactly the same direction: such rows (two tokens sharing a direction) are reported as a failure, "
+               "bit-identical rows anywhere in E always (not only when drawn). "
                "On the target's unnormalised E, a failure of recovery is always explained by a longer row: "
                "E_t . E_j > |E_t|^2 forces |E_j| > |E_t|. The counterexample is made explicit twice: rows [1, 0] and "
                "[2, 1], and the target's table with row j replaced by lambda |E_t| (cos theta e_t + sin theta w), "
@@ -217,6 +231,9 @@ def out_5(target: Target, data: st.DataObject) -> None:
     rel = _dot_bound(d)
     norms = _row_norms(E)
     check(bool((norms > 0).all()), f"E has zero rows {(norms == 0).nonzero().flatten().tolist()[:5]}: no direction")
+    copies = repeated_rows(E)
+    check(not copies, f"rows of E repeat exactly, so those tokens share one direction and argmax cannot tell them "
+                      f"apart: {copies[:4]}{' …' if len(copies) > 4 else ''}")
     tokens = _token_list(data, v, "tokens")
     rows = E[tokens].detach().double().cpu()
     unit = rows / rows.norm(dim=1, keepdim=True)
@@ -334,8 +351,8 @@ def out_7(target: Target, data: st.DataObject) -> None:
           f"logits shape {tuple(z.shape)}, expected ({b}, {n}, {target.vocab_size})")
     for i in range(n):
         prefix = target.logits(ids[:, :i + 1])
-        assert_close(z[:, i], prefix[:, -1], tol,
-                     f"logits at position {i} vs last logits of the prefix of length {i + 1}")
+        assert_logits_close(z[:, i], prefix[:, -1], tol,
+                            f"logits at position {i} vs last logits of the prefix of length {i + 1}")
     if "generate" in target.capabilities:
         out = target.generate(ids, 1)
         assert_equal(out[:, :n], ids, "generate keeps the prompt")

@@ -24,6 +24,21 @@ _FINAL_NORM_PATHS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_nor
                      "model.final_layernorm", "transformer.norm_f")
 
 
+def _warp(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> Tensor:
+    """generate(do_sample=True)'s warpers, each added under the condition generate adds it (DEC-2..DEC-4)."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warpers = LogitsProcessorList()
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k is not None and top_k != 0:
+        warpers.append(TopKLogitsWarper(top_k=top_k))
+    if top_p is not None and top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=top_p))
+    ids: Any = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=logits.device)  # the warpers ignore it
+    return warpers(ids, logits.clone())
+
+
 def _get(obj: Any, path: str) -> Any:
     for part in path.split("."):
         obj = getattr(obj, part, None)
@@ -78,6 +93,11 @@ class HFTarget(Target):
         if emb is None:
             raise NotExposed("embedding_matrix")
         return emb.weight.detach()
+
+    @torch.no_grad()
+    def embed(self, ids: Tensor) -> Tensor:
+        """HF's hidden_states[0]: what enters the first block (after the family's scale, positions or norm)."""
+        return self.model(input_ids=ids, output_hidden_states=True).hidden_states[0]
 
     def unembedding(self) -> tuple[Tensor, Tensor | None]:
         head: Any = self.model.get_output_embeddings()  # type: ignore[operator]
@@ -136,6 +156,37 @@ class HFTarget(Target):
             input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                    min_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0,
                                    eos_token_id=None)
+
+    # -- HF's sampling path: generate(do_sample=True) turns logits into a choice with its logits warpers
+    def softmax(self, logits: Tensor, temperature: float = 1.0) -> Tensor:
+        """TemperatureLogitsWarper then softmax, as generate samples; T = 0 is HF's greedy mode (one-hot argmax)."""
+        return self.filtered_probabilities(logits, temperature)
+
+    @torch.no_grad()
+    def filtered_probabilities(self, logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                               top_p: float | None = None) -> Tensor:
+        """HF's warpers in generate's order (temperature, top-k, top-p), then softmax, in the logits' dtype.
+
+        HF samples only for T > 0 (its TemperatureLogitsWarper refuses 0); T = 0 is its greedy
+        mode, do_sample=False, which takes the argmax of the raw logits and applies no warper.
+        """
+        if temperature == 0.0:
+            return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
+        return torch.softmax(_warp(logits, temperature, top_k, top_p), dim=-1)
+
+    @torch.no_grad()
+    def sample(self, logits: Tensor, generator: torch.Generator, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None) -> Tensor:
+        """generate's sampling step (warpers, softmax, torch.multinomial), [B, V] -> [B].
+
+        The one change: HF's own step draws from the global RNG; here the claims' generator
+        is passed to the same torch.multinomial call (DEC-5 therefore checks this plumbing,
+        not HF). T = 0 is greedy mode: the argmax.
+        """
+        if temperature == 0.0:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(_warp(logits, temperature, top_k, top_p), dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     def config(self) -> ModelConfig:
         return self._converter().config(self.model.config)

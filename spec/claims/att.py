@@ -26,7 +26,7 @@ from spec.catalog import claim
 from spec.claims.emb import live_model
 from spec.strategies import configs, seeds, target_ids, token_ids
 from spec.target import Target
-from spec.tolerance import CLASSES, assert_close, check
+from spec.tolerance import CLASSES, assert_close, assert_logits_close, check
 
 
 def _n_layers(target: Target) -> int:
@@ -183,7 +183,7 @@ def att_4(target: Target, data: st.DataObject) -> None:
     later = ids.clone()
     later[:, cut + 1:] = (ids[:, cut + 1:] + torch.tensor(shift, device=ids.device)) % target.vocab_size
     tol = CLASSES[target.tolerance]
-    assert_close(target.logits(later)[:, :cut + 1], target.logits(ids)[:, :cut + 1], tol,
+    assert_logits_close(target.logits(later)[:, :cut + 1], target.logits(ids)[:, :cut + 1], tol,
                  f"logits at positions 0..{cut} after changing the tokens after {cut}")
     if "residual_states" in target.capabilities:
         for n, (a, b) in enumerate(zip(target.residual_states(later), target.residual_states(ids), strict=True)):

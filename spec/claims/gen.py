@@ -18,7 +18,7 @@ from spec.catalog import claim
 from spec.claims.dec import check_greedy_step
 from spec.strategies import target_ids
 from spec.target import Target
-from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, check
+from spec.tolerance import CLASSES, ToleranceClass, assert_equal, assert_logits_close, check
 
 
 @st.composite
@@ -116,7 +116,7 @@ def gen_2(target: Target, data: st.DataObject) -> None:
     tol = CLASSES[target.tolerance]
     ids = data.draw(target_ids(target, max_len=12, batch=data.draw(st.integers(1, 2), label="batch")), label="ids")
     prefill = data.draw(st.integers(1, ids.shape[1]), label="prefill")
-    assert_close(target.decode(ids, prefill), target.logits(ids), tol,
+    assert_logits_close(target.decode(ids, prefill), target.logits(ids), tol,
                  f"cached decoding (prefill {prefill} of {ids.shape[1]}) vs full recomputation")
     padded, mask, singles = data.draw(padded_batch(target, max_len=10), label="padded_batch")
     prefill = data.draw(st.integers(1, padded.shape[1]), label="padded_prefill")
@@ -125,7 +125,7 @@ def gen_2(target: Target, data: st.DataObject) -> None:
     width = padded.shape[1]
     for r, row in enumerate(singles):
         start = width - row.shape[1]
-        assert_close(got[r, start:], want[r, start:], tol,
+        assert_logits_close(got[r, start:], want[r, start:], tol,
                      f"row {r} (padding {start}) of a left-padded batch: cached decoding (prefill {prefill}) vs "
                      "full recomputation, real positions")
 
@@ -152,7 +152,7 @@ def gen_3(target: Target, data: st.DataObject) -> None:
     batch_logits = target.logits(padded, mask)
     for r, row in enumerate(singles):
         start = width - row.shape[1]
-        assert_close(batch_logits[r, start:], target.logits(row)[0], tol,
+        assert_logits_close(batch_logits[r, start:], target.logits(row)[0], tol,
                      f"row {r} (length {row.shape[1]}, padding {start}): batched logits at real positions vs alone")
     if not has_generate:
         return

@@ -21,7 +21,7 @@ from spec.catalog import claim
 from spec.claims.gen import padded_batch
 from spec.strategies import target_ids
 from spec.target import NotExposed, Target
-from spec.tolerance import CLASSES, assert_close, check
+from spec.tolerance import CLASSES, assert_close, assert_logits_close, check
 
 
 def independent_reference(target: Target) -> Transformer:
@@ -69,7 +69,7 @@ def ref_1(target: Target, data: st.DataObject) -> None:
     ids = data.draw(target_ids(target, max_len=12, batch=data.draw(st.integers(1, 2), label="batch")), label="ids")
     with torch.no_grad():
         out = ref(ids.to(dev), return_states=True)
-    assert_close(target.logits(ids), out.logits, tol, "target logits vs the reference built from its weights")
+    assert_logits_close(target.logits(ids), out.logits, tol, "target logits vs the reference built from its weights")
     caps = target.capabilities
     if "residual_states" in caps:
         states = target.residual_states(ids)
@@ -80,7 +80,7 @@ def ref_1(target: Target, data: st.DataObject) -> None:
             assert_close(got, want, tol, f"residual state {i} (before block {i}) vs the reference")
     if "decode" in caps:
         prefill = data.draw(st.integers(1, ids.shape[1]), label="prefill")
-        assert_close(target.decode(ids, prefill), cached_decode(ref, ids.to(dev), prefill), tol,
+        assert_logits_close(target.decode(ids, prefill), cached_decode(ref, ids.to(dev), prefill), tol,
                      f"target's cached decoding vs the reference's (prefill {prefill} of {ids.shape[1]})")
     padded, mask, singles = data.draw(padded_batch(target, max_len=10), label="padded_batch")
     got = target.logits(padded, mask)
@@ -89,5 +89,5 @@ def ref_1(target: Target, data: st.DataObject) -> None:
     width = padded.shape[1]
     for r, row in enumerate(singles):
         start = width - row.shape[1]
-        assert_close(got[r, start:], want[r, start:], tol,
+        assert_logits_close(got[r, start:], want[r, start:], tol,
                      f"row {r} of a left-padded batch (padding {start}): target vs reference at real positions")

@@ -1,4 +1,5 @@
-"""Naming targets: ``reference[:preset]``, ``hf:<preset>``, ``smollm2``, or ``module.path:factory``.
+"""Naming targets: ``reference[:preset]``, ``hf:<preset>``, ``smollm2``, ``mutant:<name>`` (the zoo), or
+``module.path:factory``.
 
 A factory target is anyone's implementation: the factory (called with no arguments)
 returns either a ``spec.target.Target`` or any HuggingFace-style causal LM.
@@ -16,9 +17,15 @@ from spec.target import Target
 
 DEFAULT_REFERENCE_PRESET = "llama-tiny"
 
-# What plain `pytest` (and `nox -s tests`) checks the catalog against.
-BUILTIN_TARGETS: tuple[str, ...] = ("reference:gpt2-tiny", "reference:llama-tiny", "reference:bloom-tiny",
-                                    "hf:gpt2", "hf:llama")
+# What plain `pytest` (and `nox -s tests`) checks the catalog against: the reference, HF itself in every family
+# reference/convert/ supports (spec.targets.hf_presets), and the real trained SmolLM2 through both loaders.
+# Their expected deviations are in expectations/ (pyproject.toml's next_token_spec_expectations).
+BUILTIN_TARGETS: tuple[str, ...] = (
+    "reference:gpt2-tiny", "reference:llama-tiny", "reference:bloom-tiny",
+    "hf:gpt2", "hf:llama", "hf:opt", "hf:gpt_neox", "hf:gptj", "hf:mistral", "hf:qwen2", "hf:gemma", "hf:phi3",
+    "hf:phi", "hf:falcon", "hf:falcon-new", "hf:bloom",
+    "smollm2", "smollm2:hf",
+)
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64,
                                   "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -57,8 +64,27 @@ def _smollm2(rest: str, device: str, dtype: torch.dtype) -> Target:
     return smollm2._handler(rest, device, dtype)
 
 
+def _mutant(rest: str, device: str, dtype: torch.dtype) -> Target:
+    from spec.targets import mutants
+
+    return mutants._handler(rest, device, dtype)
+
+
+def _tlens(rest: str, device: str, dtype: torch.dtype) -> Target:
+    from spec.targets import tlens  # needs the `peers` extra (transformer-lens 3.x)
+
+    return tlens._handler(rest, device, dtype)
+
+
+def _llamacpp(rest: str, device: str, dtype: torch.dtype) -> Target:
+    from spec.targets import llamacpp  # needs the `peers` extra (llama-cpp-python)
+
+    return llamacpp._handler(rest, device, dtype)
+
+
 _HANDLERS: dict[str, Callable[[str, str, torch.dtype], Target]] = {"reference": _reference, "hf": _hf,
-                                                                    "smollm2": _smollm2}
+                                                                    "smollm2": _smollm2, "mutant": _mutant,
+                                                                    "tlens": _tlens, "llamacpp": _llamacpp}
 
 
 def register(kind: str, handler: Callable[[str, str, torch.dtype], Target]) -> None:

@@ -1,0 +1,719 @@
+"""The mutant zoo: reference models with one realistic bug each, as spec targets (``mutant:<name>``).
+
+Each mutant is the reference with one stage swapped for a broken version of it, the
+way real implementations go wrong: a KV-cache offset counted one too far, left padding
+that shifts positions, a rotary layout that does not match the weights, grouped-query
+heads tiled where they should be interleaved, a sampler that ignores its seed, and so
+on (the catalog ``MUTANTS`` below says which bug and where it was seen).
+
+How a bug is put in, so that every claim sees it the same way:
+
+- the model: a built reference ``Transformer`` is turned in place into a ``ZooModel``
+  (its forward pass with each stage function taken from a ``Stages`` bundle) and some of
+  its modules into broken subclasses (a norm that does not centre, a block that drops
+  its residual, ...). The target runs that model for logits, residual states, attention
+  weights, sublayers, cached decoding and generation alike, and ``build`` gives new
+  models the same bug. Nothing is patched process-wide: the bug lives in the instances.
+- the sampler: ``softmax``, ``filtered_probabilities``, ``sample`` and ``generate`` go
+  through the zoo's sampling stack, again with the stage functions of the bundle.
+- ``reference_model()`` is the converter view: a plain reference ``Transformer`` holding
+  the same weight tensors (shared storage, so weight edits reach the mutant) and running
+  the reference's own code. That is what a converter from a real implementation gives.
+
+With the default ``Stages`` a ZooModel computes what the reference's explicit attention
+path computes (tests/spec_meta/test_zoo.py checks it to float32 rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import reference
+from reference.attention import Attention, merge_heads, repeat_kv, scores_to_weights, visibility_mask
+from reference.block import Block
+from reference.cache import KVCache
+from reference.config import ModelConfig
+from reference.embedding import Embedding, embed
+from reference.linear import linear
+from reference.mlp import MLP
+from reference.model import ForwardOutput, Transformer
+from reference.norms import Norm, rms_norm
+from reference.positions import apply_rotary, positions_from_mask, rotary_angles
+from reference.sampling import greedy, top_k_filter, top_p_filter
+from reference.validation import check_ids, check_logits, check_mask, check_temperature, check_top_k, check_top_p
+from spec.target import Target
+from spec.targets.reference_target import ReferenceTarget
+
+Filtered = Callable[["Stages", Tensor, float, "int | None", "float | None"], Tensor]
+Sampler = Callable[["Stages", Tensor, "torch.Generator | None", float, "int | None", "float | None"], Tensor]
+
+
+# ============================================================================================ stages
+def _positions(real: Tensor, offset: Tensor, past: int) -> Tensor:
+    """The reference's positions: count of real tokens before each one, plus the cache's offset."""
+    return positions_from_mask(real, offset)
+
+
+def _scale(cfg: ModelConfig) -> float:
+    return cfg.scale
+
+
+def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One seeded draw per row from ``probs`` [batch, V] (the reference sampler's last step)."""
+    if generator is None:
+        raise ValueError("generator is required when temperature > 0 (the global RNG is never used)")
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _last_logits(logits: Tensor, mask: Tensor) -> Tensor:
+    """The logits that choose the next token: the last column, [batch, seq, V] -> [batch, V]."""
+    return logits[:, -1]
+
+
+def _work(logits: Tensor) -> Tensor:
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def reference_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    return reference.softmax(logits, temperature)
+
+
+def reference_filtered(s: Stages, logits: Tensor, temperature: float, top_k: int | None,
+                       top_p: float | None) -> Tensor:
+    """reference.filtered_probabilities written over the stages: temperature, top-k, top-p, renormalise."""
+    check_logits(logits)
+    t = check_temperature(temperature)
+    k, p = check_top_k(top_k, logits.shape[-1]), check_top_p(top_p)
+    if t == 0.0:
+        return s.softmax(logits, 0.0)
+    z = _work(logits) / t
+    if k is not None:
+        z = s.top_k(z, k)
+    if p is not None:
+        z = s.top_p(z, p)
+    return s.softmax(z, 1.0)
+
+
+def reference_sample(s: Stages, logits: Tensor, generator: torch.Generator | None, temperature: float,
+                     top_k: int | None, top_p: float | None) -> Tensor:
+    """reference.sample written over the stages: T = 0 is greedy, otherwise a draw from the filtered distribution."""
+    probs = s.filtered(s, logits, temperature, top_k, top_p)
+    if temperature == 0:
+        return s.greedy(logits)
+    return s.draw(probs, generator)
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The functions a zoo model and sampler call for each stage; the defaults are the reference's own."""
+
+    positions: Callable[[Tensor, Tensor, int], Tensor] = _positions  # (real mask, offset, past) -> [B, T]
+    visibility: Callable[[Tensor, int, int], Tensor] = visibility_mask  # (key mask, q_len, past) -> [B, 1, q, k]
+    rotate: Callable[[Tensor, Tensor, Tensor, bool], Tensor] = apply_rotary
+    repeat_kv: Callable[[Tensor, int], Tensor] = repeat_kv
+    scale: Callable[[ModelConfig], float] = _scale
+    weights: Callable[[Tensor, Tensor | None], Tensor] = scores_to_weights  # scores, mask -> attention weights
+    packed: bool = False  # attend over the whole batch packed into one sequence (no block mask)
+    cache: type[KVCache] = KVCache
+    unembed: Callable[[Tensor, Tensor, Tensor | None], Tensor] = linear
+    softmax: Callable[[Tensor, float], Tensor] = reference_softmax
+    top_k: Callable[[Tensor, int], Tensor] = top_k_filter
+    top_p: Callable[[Tensor, float], Tensor] = top_p_filter
+    filtered: Filtered = reference_filtered
+    greedy: Callable[[Tensor], Tensor] = greedy
+    draw: Callable[[Tensor, torch.Generator | None], Tensor] = _draw
+    sample: Sampler = reference_sample
+    last_logits: Callable[[Tensor, Tensor], Tensor] = _last_logits
+
+
+# ============================================================================================ the model
+def explicit_attention(s: Stages, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float,
+                       bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """reference.attention.explicit_attention with the weights stage swappable: (output, weights)."""
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    scores = (q.to(work) @ k.to(work).transpose(-2, -1)) * scale  # [batch, heads, q, k]
+    if bias is not None:
+        scores = scores + bias.to(work)
+    weights = s.weights(scores, mask)
+    return (weights.to(v.dtype) @ v), weights
+
+
+def packed_attention(s: Stages, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float,
+                     bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The batch packed into one sequence, causal over the concatenation: row r also sees rows < r.
+
+    Row r's queries see their own row as the mask says and every key of an earlier row that
+    row's last query sees. Returns each row's output and its own block of the weights
+    (which then no longer sum to 1).
+    """
+    b, h, tq, d = q.shape
+    tk = k.shape[2]
+
+    def pack(x: Tensor) -> Tensor:  # [b, h, t, d] -> [1, h, b * t, d]
+        return x.transpose(0, 1).reshape(1, h, b * x.shape[2], d)
+
+    rows = torch.arange(b, device=q.device)
+    seen = mask[:, 0, -1]  # [b, tk]: the keys each row's last query sees
+    earlier = rows[None, :] < rows[:, None]  # [b, b]: key row before query row
+    blocks = (earlier[:, None, :, None] & seen[None, None]).expand(b, tq, b, tk).clone()  # [b, tq, b, tk]
+    blocks[rows, :, rows] = mask[:, 0]  # own row: the ordinary mask
+    packed_bias = None
+    if bias is not None:  # ALiBi within a row only
+        packed_bias = torch.zeros(h, b, tq, b, tk, dtype=bias.dtype, device=bias.device)
+        packed_bias[:, rows, :, rows] = bias
+        packed_bias = packed_bias.reshape(1, h, b * tq, b * tk)
+    out, weights = explicit_attention(s, pack(q), pack(k), pack(v), blocks.reshape(1, 1, b * tq, b * tk), scale,
+                                      packed_bias)
+    own = weights.reshape(h, b, tq, b, tk)[:, rows, :, rows]  # [b, h, tq, tk]
+    return out.reshape(h, b, tq, d).transpose(0, 1), own
+
+
+class ZooAttention(Attention):
+    """reference Attention on the explicit path; rotation, K/V repeat, scale, mask and weights come from ``stages``."""
+
+    stages: Stages
+
+    def forward(self, x: Tensor, mask: Tensor | None, *, rotary: tuple[Tensor, Tensor] | None = None,
+                bias: Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
+                explicit: bool = False, causal: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x [batch, seq, d_model] -> (output [batch, seq, d_model], weights [batch, heads, q, k] when explicit)."""
+        cfg, s = self.cfg, self.stages
+        q, k, v = self.project(x)  # [batch, heads, seq, d_head]
+        if rotary is not None:
+            cos, sin = rotary
+            q, k = s.rotate(q, cos, sin, cfg.rotary_interleaved), s.rotate(k, cos, sin, cfg.rotary_interleaved)
+        if cache is not None:
+            k, v = cache.store(layer, k, v)
+        if mask is None:  # an unpadded prefill: the causal mask the fused kernel would apply
+            mask = s.visibility(torch.ones(x.shape[0], k.shape[2], dtype=torch.bool, device=x.device),
+                                q.shape[2], k.shape[2] - q.shape[2])
+        n_rep = cfg.n_heads // cfg.kv_heads
+        attend = packed_attention if s.packed else explicit_attention
+        out, weights = attend(s, q, s.repeat_kv(k, n_rep), s.repeat_kv(v, n_rep), mask, s.scale(cfg), bias)
+        return linear(merge_heads(out), self.W_O, self.b_O), weights if explicit else None
+
+
+class ZooModel(Transformer):
+    """reference Transformer whose forward pass takes positions, mask, cache and unembedding from ``stages``."""
+
+    stages: Stages
+
+    def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
+        cap = self.cfg.max_positions if capacity is None else capacity
+        return self.stages.cache.empty(self.cfg, batch, cap, device=self.device, dtype=self.dtype)
+
+    def forward(self, ids: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None, *,
+                return_states: bool = False, return_attentions: bool = False,
+                last_logits_only: bool = False) -> ForwardOutput:
+        """Transformer.forward with the stages: ids [batch, seq] -> logits [batch, seq or 1, vocab] and more."""
+        cfg, s = self.cfg, self.stages
+        check_ids(ids, cfg.vocab_size, self.device)
+        mask = None if attention_mask is None else check_mask(attention_mask, ids, self.device)
+        past = self._check_cache(cache, ids)
+        b, t = ids.shape
+        if past + t > cfg.max_positions:
+            raise ValueError(f"ids: {past} cached + {t} new tokens exceed max_positions={cfg.max_positions}")
+        real = mask if mask is not None else torch.ones_like(ids, dtype=torch.bool)
+        offset = cache.next_position if cache is not None else torch.zeros(b, dtype=torch.long, device=ids.device)
+        pos = s.positions(real, offset, past)  # [batch, seq]
+        h = self._embed(ids, pos)  # [batch, seq, d_model]
+        key_mask = real if cache is None else torch.cat([cache.key_mask[:, :past], real], dim=1)
+        full_mask = s.visibility(key_mask, t, past)  # [batch, 1, seq, past + seq]
+        rotary = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, h.dtype) if cfg.positions == "rotary" else None
+        bias = self._alibi(pos, key_mask, cache, past, h.dtype) if cfg.positions == "alibi" else None
+        states, attentions = [h], []
+        for i, block in enumerate(self.blocks):
+            h, weights = block(h, full_mask, rotary=rotary, bias=bias, cache=cache, layer=i, explicit=True)
+            states.append(h)
+            attentions.append(weights)
+        if cache is not None:
+            cache.advance(real)
+        if last_logits_only:
+            h = h[:, -1:]
+        logits = s.unembed(self.final_norm(h), self.W_U, self.b_U)  # [batch, seq, vocab]
+        return ForwardOutput(logits=logits, states=tuple(states) if return_states else None,
+                             attentions=tuple(a for a in attentions if a is not None) if return_attentions else None)
+
+    def prepare(self) -> None:
+        """Called once after the model became a ZooModel (the tied-unembedding mutant adds its lost matrix here)."""
+
+
+@torch.no_grad()
+def zoo_generate(model: Transformer, s: Stages, ids: Tensor, max_new_tokens: int,
+                 attention_mask: Tensor | None = None) -> Tensor:
+    """reference.generate (greedy, KV cache) with the choice and the read-out position from the stages."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else check_mask(attention_mask, ids,
+                                                                                           ids.device)
+    b, t = ids.shape
+    if t + max_new_tokens > model.cfg.max_positions:
+        raise ValueError(f"max_new_tokens: {t} prompt + {max_new_tokens} new tokens exceed "
+                         f"max_positions={model.cfg.max_positions}")
+    cache = model.new_cache(b, t + max_new_tokens)
+    unused = torch.Generator(device=ids.device).manual_seed(0)  # greedy never draws; a sampler that does may
+    tokens, step_ids, step_mask = ids, ids, mask
+    for _ in range(max_new_tokens):
+        logits = s.last_logits(model(step_ids, step_mask, cache).logits, step_mask)  # [batch, V]
+        nxt = s.sample(s, logits, unused, 0.0, None, None)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(nxt[:, None], dtype=torch.bool)], dim=1)
+        step_ids, step_mask = nxt[:, None], mask[:, -1:]
+    return tokens
+
+
+# ============================================================================================ the target
+@dataclass(frozen=True)
+class Mutant:
+    """One entry of the zoo: a named bug, where it is seen, and how it is put into the reference."""
+
+    name: str
+    bug_class: str  # the class of issue #5 it reproduces
+    description: str  # the real-world bug, one paragraph
+    seen_in: str  # a public report of it (URL), or "" where none was found
+    preset: str  # the reference preset that makes the bug reachable
+    stages: Stages = field(default_factory=Stages)
+    modules: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = ()  # (reference class, broken subclass)
+    model_cls: type[ZooModel] = ZooModel
+
+
+def break_model(model: Transformer, mutant: Mutant) -> ZooModel:
+    """Turn a built reference model into the mutant's, in place (same weights, broken code)."""
+    model.__class__ = mutant.model_cls
+    assert isinstance(model, ZooModel)
+    model.stages = mutant.stages
+    swaps = dict(mutant.modules)
+    for module in model.modules():
+        if type(module) is Attention:
+            module.__class__ = ZooAttention
+            assert isinstance(module, ZooAttention)
+            module.stages = mutant.stages
+        elif type(module) in swaps:
+            module.__class__ = swaps[type(module)]
+    model.prepare()
+    return model
+
+
+def converter_view(model: Transformer) -> Transformer:
+    """A plain reference Transformer over the same weight tensors (what a converter would give REF-1)."""
+    view = Transformer(model.cfg, device="meta", dtype=model.dtype)
+    own = model.state_dict()
+    view.load_state_dict({name: own[name] for name in view.state_dict()}, strict=True, assign=True)
+    return view.eval()
+
+
+class MutantTarget(ReferenceTarget):
+    """A reference target whose model and sampler carry one mutant's bug."""
+
+    def __init__(self, mutant: Mutant, model: Transformer, name: str | None = None) -> None:
+        self.mutant = mutant
+        self.stages = mutant.stages
+        broken = break_model(model, mutant)
+        super().__init__(broken, name=name or f"mutant:{mutant.name}")
+        self._view = converter_view(broken)
+
+    @torch.no_grad()
+    def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        states = self.residual_states(ids)
+        blk = self._block(layer)
+        q, k, _ = blk.attn.project(blk.N1(states[layer]))
+        cfg = self.model.cfg
+        if cfg.positions == "rotary":
+            pos = self.stages.positions(torch.ones_like(ids, dtype=torch.bool),
+                                        torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device), 0)
+            cos, sin = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, q.dtype)
+            q = self.stages.rotate(q, cos, sin, cfg.rotary_interleaved)
+            k = self.stages.rotate(k, cos, sin, cfg.rotary_interleaved)
+        return q, k
+
+    def softmax(self, logits: Tensor, temperature: float = 1.0) -> Tensor:
+        return self.stages.softmax(logits, temperature)
+
+    def filtered_probabilities(self, logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                               top_p: float | None = None) -> Tensor:
+        return self.stages.filtered(self.stages, logits, temperature, top_k, top_p)
+
+    def sample(self, logits: Tensor, generator: torch.Generator, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None) -> Tensor:
+        return self.stages.sample(self.stages, logits, generator, temperature, top_k, top_p)
+
+    def generate(self, ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None) -> Tensor:
+        return zoo_generate(self.model, self.stages, ids, max_new_tokens, attention_mask)
+
+    def build(self, config: ModelConfig, seed: int = 0) -> MutantTarget:
+        model = reference.build(config, seed=seed, device=self.device, dtype=self.dtype)
+        return MutantTarget(self.mutant, model, name=f"{self.name}[built]")
+
+    def reference_model(self) -> Transformer:
+        return self._view
+
+
+# ============================================================================================ broken parts
+class OffByOneCache(KVCache):
+    """Advances its position counter one too far on every forward (it also counts the token about to come)."""
+
+    def advance(self, mask: Tensor) -> None:
+        super().advance(mask)
+        self.next_position += 1
+
+
+def _positions_ignoring_padding(real: Tensor, offset: Tensor, past: int) -> Tensor:
+    """Positions are slot indices past, past + 1, …: padding is counted as if it were text."""
+    b, t = real.shape
+    return torch.arange(past, past + t, device=real.device).expand(b, t)
+
+
+def _swapped_pairing(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool) -> Tensor:
+    """Rotates in the other layout than the weights were trained for (halves for GPT-J weights and vice versa)."""
+    return apply_rotary(x, cos, sin, not interleaved)
+
+
+def _tiled_kv(x: Tensor, n_rep: int) -> Tensor:
+    """K/V heads tiled [0, 1, 0, 1] where query heads expect them interleaved [0, 0, 1, 1]."""
+    return x if n_rep == 1 else x.repeat(1, n_rep, 1, 1)
+
+
+def _see_next(key_mask: Tensor, q_len: int, past: int) -> Tensor:
+    """The causal mask shifted by one: each query also sees the key right after it."""
+    k_len = key_mask.shape[1]
+    q_slot = torch.arange(past, past + q_len, device=key_mask.device)[:, None]
+    k_slot = torch.arange(k_len, device=key_mask.device)[None, :]
+    return ((k_slot <= q_slot + 1)[None] & key_mask[:, None, :])[:, None] | (k_slot == q_slot)[None, None]
+
+
+def _softmax_over_queries(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """Normalises each key's column over the queries (dim=-2) instead of each query's row over the keys."""
+    scores = scores.float() if scores.dtype != torch.float64 else scores
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-2)
+
+
+def _half_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """exp(z / T) / sum exp(z / T) in float16 without subtracting the maximum: exp overflows above z ~ 11."""
+    if temperature == 0:
+        return reference.softmax(logits, 0.0)
+    e = torch.exp((logits / temperature).half())
+    return (e / e.sum(dim=-1, keepdim=True)).to(_work(logits).dtype)
+
+
+def _no_bias(h: Tensor, U: Tensor, b: Tensor | None) -> Tensor:
+    """The output projection without its bias."""
+    return linear(h, U)
+
+
+def _temperature_after_top_p(s: Stages, logits: Tensor, temperature: float, top_k: int | None,
+                             top_p: float | None) -> Tensor:
+    """Top-k and top-p cut the untempered distribution; the temperature only reshapes what is left."""
+    check_logits(logits)
+    t = check_temperature(temperature)
+    k, p = check_top_k(top_k, logits.shape[-1]), check_top_p(top_p)
+    if t == 0.0:
+        return s.softmax(logits, 0.0)
+    z = _work(logits)
+    if k is not None:
+        z = s.top_k(z, k)
+    if p is not None:
+        z = s.top_p(z, p)
+    return s.softmax(z / t, 1.0)
+
+
+def _divide_by_t_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """softmax(z / T) with no special case for T = 0: z / 0 is ±inf or NaN."""
+    return torch.softmax(_work(logits) / temperature, dim=-1)
+
+
+def _divide_by_t_filtered(s: Stages, logits: Tensor, temperature: float, top_k: int | None,
+                          top_p: float | None) -> Tensor:
+    """The reference pipeline without its T = 0 branch."""
+    z = _work(logits) / temperature
+    if top_k is not None:
+        z = s.top_k(z, top_k)
+    if top_p is not None:
+        z = s.top_p(z, top_p)
+    return torch.softmax(z, dim=-1)
+
+
+def _divide_by_t_sample(s: Stages, logits: Tensor, generator: torch.Generator | None, temperature: float,
+                        top_k: int | None, top_p: float | None) -> Tensor:
+    """Always draws, at T = 0 too (from whatever z / 0 gave)."""
+    return s.draw(s.filtered(s, logits, temperature, top_k, top_p), generator)
+
+
+def _top_p_below(logits: Tensor, p: float) -> Tensor:
+    """Keeps the largest top-ranked set whose mass stays below p (plus the top token)."""
+    if p >= 1.0:
+        return logits
+    sorted_p, order = torch.sort(torch.softmax(logits, -1), dim=-1, descending=True, stable=True)
+    keep_sorted = torch.cumsum(sorted_p, dim=-1) < p
+    keep_sorted[..., 0] = True
+    keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def _top_k_with_ties(logits: Tensor, k: int) -> Tensor:
+    """Keeps every logit >= the k-th largest, so ties at the k-th place all survive."""
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def _top_k_not_renormalised(s: Stages, logits: Tensor, temperature: float, top_k: int | None,
+                            top_p: float | None) -> Tensor:
+    """Zeroes the filtered-out tokens of the full distribution and returns the rest as they were (sum < 1)."""
+    if temperature == 0:
+        return s.softmax(logits, 0.0)
+    z = _work(logits) / temperature
+    full = torch.softmax(z, dim=-1)
+    if top_k is not None:
+        z = s.top_k(z, top_k)
+    if top_p is not None:
+        z = s.top_p(z, top_p)
+    return torch.where(torch.isfinite(z), full, torch.zeros_like(full))
+
+
+def _global_rng_draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Draws from torch's global generator; the one passed in is ignored."""
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+def _last_of_tied_maxima(logits: Tensor) -> Tensor:
+    """argmax taken from the right: the highest ID among tied maxima."""
+    return logits.shape[-1] - 1 - logits.flip(-1).argmax(dim=-1)
+
+
+def _last_by_count(logits: Tensor, mask: Tensor) -> Tensor:
+    """Reads the logits at index (number of real tokens - 1): right for right padding, wrong for left."""
+    idx = mask.long().sum(dim=-1) - 1  # [batch]
+    return logits[torch.arange(logits.shape[0], device=logits.device), idx]
+
+
+class UncentredNorm(Norm):
+    """A LayerNorm that divides by the root mean square without subtracting the mean first."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = rms_norm(x, self.weight, self.eps)
+        return out if self.bias is None else out + self.bias
+
+
+class NoResidualBlock(Block):
+    """The attention output replaces the residual stream instead of being added to it."""
+
+    def forward(self, h: Tensor, mask: Tensor | None, *, rotary: tuple[Tensor, Tensor] | None = None,
+                bias: Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
+                explicit: bool = False, causal: bool = False) -> tuple[Tensor, Tensor | None]:
+        a, weights = self.attn(self.N1(h), mask, rotary=rotary, bias=bias, cache=cache, layer=layer,
+                               explicit=explicit, causal=causal)
+        if self.parallel:
+            return a + self.mlp(self.N2(h)), weights
+        return a + self.mlp(self.N2(a)), weights
+
+
+class DropoutBlock(Block):
+    """Residual dropout (p = 0.1) on the attention output that stays on at inference."""
+
+    def forward(self, h: Tensor, mask: Tensor | None, *, rotary: tuple[Tensor, Tensor] | None = None,
+                bias: Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
+                explicit: bool = False, causal: bool = False) -> tuple[Tensor, Tensor | None]:
+        a, weights = self.attn(self.N1(h), mask, rotary=rotary, bias=bias, cache=cache, layer=layer,
+                               explicit=explicit, causal=causal)
+        a = F.dropout(a, p=0.1, training=True)
+        if self.parallel:
+            return h + a + self.mlp(self.N2(h)), weights
+        h = h + a
+        return h + self.mlp(self.N2(h)), weights
+
+
+class SequenceMixingMLP(MLP):
+    """Centres its input over the sequence axis (dim=1) where the feature axis was meant."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x - x.mean(dim=1, keepdim=True))
+
+
+class OffByOneEmbedding(Embedding):
+    """Looks up row id - 1 (a table read as if IDs were 1-based); id 0 silently wraps to the last row."""
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return embed(ids - 1, self.E, self.scale)
+
+
+class LostTieModel(ZooModel):
+    """A tied model whose output matrix was never tied: a freshly initialised U replaces E^T."""
+
+    def prepare(self) -> None:
+        if not self.cfg.tied_embeddings:
+            return
+        g = torch.Generator().manual_seed(1)
+        fresh = torch.randn(self.cfg.d_model, self.cfg.vocab_size, generator=g, dtype=torch.float64)
+        self.U_lost = nn.Parameter((fresh / math.sqrt(self.cfg.d_model)).to(device=self.device, dtype=self.dtype))
+
+    @property
+    def W_U(self) -> Tensor:
+        return self.U_lost if self.cfg.tied_embeddings else super().W_U
+
+
+# ============================================================================================ the zoo
+def _scale_none(cfg: ModelConfig) -> float:
+    return 1.0
+
+
+def _scale_one_over_d(cfg: ModelConfig) -> float:
+    return 1.0 / cfg.head_dim
+
+
+def _scale_d_model(cfg: ModelConfig) -> float:
+    return 1.0 / math.sqrt(cfg.d_model)
+
+
+_HF = "https://github.com/huggingface/transformers"
+_ZOO: list[Mutant] = [
+    Mutant("cache-offset-off-by-one", "KV cache position offset wrong",
+           "The cache's position counter moves one slot too far on every step (it counts the token about to be "
+           "sampled as well as those just fed), so each decoded token is rotated as if it stood further along "
+           "than it does. Prefill is right; only cached decoding drifts. onnxruntime-genai's varlen decoder "
+           "started each decode step's positions one past the true length in the same way.",
+           "https://github.com/microsoft/onnxruntime-genai/pull/2354", "llama-tiny",
+           Stages(cache=OffByOneCache)),
+    Mutant("left-pad-positions", "left padding with positions not adjusted",
+           "Positions are the slot indices 0..T-1 whatever the attention mask says, so in a left-padded batch a "
+           "prompt's tokens get positions shifted by its padding. Invisible to rotary models (only offsets "
+           "matter) but not to learned absolute positions: GPT-2 batched with left padding mispredicts every "
+           "padded prompt unless position_ids are derived from the mask.",
+           f"{_HF}/issues/21080", "gpt2-tiny", Stages(positions=_positions_ignoring_padding)),
+    Mutant("rotary-pairing-swapped", "rotary pairing interleaved vs half-split mismatched with the weights",
+           "The weights were trained with GPT-J's interleaved rotary pairs (2i, 2i + 1) but the code rotates "
+           "half-split pairs (i, i + r/2), as when Meta's Llama checkpoints are run by GPT-NeoX-style code "
+           "without the converter's permutation of W_Q and W_K. Both layouts are valid rotations, so only a "
+           "comparison with the weights' own convention can tell.",
+           f"{_HF}/issues/25199", "gptj-tiny", Stages(rotate=_swapped_pairing)),
+    Mutant("gqa-tiled-heads", "grouped-query heads repeated in the wrong order",
+           "Key/value heads are tiled (query head h reads K/V head h mod n_kv) where the weights expect "
+           "repeat_interleave (head h reads h // group). ONNX's Attention operator used tile until it was "
+           "changed to match torch.",
+           "https://github.com/onnx/onnx/pull/7274", "llama-tiny", Stages(repeat_kv=_tiled_kv)),
+    Mutant("attn-scale-none", "attention scale wrong (none)",
+           "The scores q . k are not scaled at all, so every softmax in attention is too sharp by sqrt(d_head). "
+           "Reviewers of an MLC-LLM Gemma port flagged a hardcoded scale of 1.0 for exactly this reason.",
+           "https://github.com/mlc-ai/mlc-llm/pull/3485", "llama-tiny", Stages(scale=_scale_none)),
+    Mutant("attn-scale-1-over-d", "attention scale wrong (1/d)",
+           "The scores are divided by d_head instead of sqrt(d_head) (the square root forgotten), making "
+           "attention too flat.", "", "llama-tiny", Stages(scale=_scale_one_over_d)),
+    Mutant("attn-scale-d-model", "attention scale wrong (d_model instead of d_head)",
+           "The scores are scaled by 1/sqrt(d_model) instead of 1/sqrt(d_head). Gemma-2/3 27B show how easily "
+           "the two get confused: their scale uses d_model / n_heads, which differs from head_dim, and ports "
+           "got it wrong in both directions.",
+           "https://github.com/google/gemma_pytorch/issues/71", "llama-tiny", Stages(scale=_scale_d_model)),
+    Mutant("causal-mask-off-by-one", "causal mask off by one",
+           "The causal mask is built with the diagonal one too high (triu with diagonal=2 where 1 was meant), "
+           "so every position also sees the token right after it: training looks great, generation does not. "
+           "The diagonal argument of triu is a common point of confusion.",
+           "https://github.com/TransformerLensOrg/TransformerLens/issues/284", "llama-tiny",
+           Stages(visibility=_see_next)),
+    Mutant("softmax-wrong-axis", "softmax over the wrong axis",
+           "The attention softmax normalises over the queries (dim=-2) instead of the keys (dim=-1), so rows no "
+           "longer sum to one and a query's output depends on later queries' scores.",
+           "https://github.com/PetrochukM/PyTorch-NLP/issues/2", "llama-tiny",
+           Stages(weights=_softmax_over_queries)),
+    Mutant("half-softmax-overflow", "softmax in half precision without max subtraction",
+           "The sampler's softmax runs in float16 and exponentiates the logits directly: exp overflows to inf "
+           "above about 11, and inf / inf is NaN. HF's OPT produced NaNs in half precision until its softmax "
+           "was upcast to float32.",
+           f"{_HF}/pull/17437", "llama-tiny", Stages(softmax=_half_softmax)),
+    Mutant("layernorm-uncentred", "LayerNorm without centering",
+           "LayerNorm divides by the root mean square without subtracting the mean (an RMSNorm under a "
+           "LayerNorm's name), so a constant added to every coordinate is no longer removed.",
+           "", "gpt2-tiny", modules=((Norm, UncentredNorm),)),
+    Mutant("residual-dropped", "residual dropped",
+           "The attention sublayer's output replaces the residual stream instead of being added to it "
+           "(h = attn(h) for h = h + attn(h)), so the block forgets its input.",
+           "", "gpt2-tiny", modules=((Block, NoResidualBlock),)),
+    Mutant("mlp-mixes-positions", "MLP mixing positions",
+           "The MLP normalises its input over the sequence axis (dim=1) where the feature axis was meant, so "
+           "each position's output depends on every other position, later ones included.",
+           "", "gpt2-tiny", modules=((MLP, SequenceMixingMLP),)),
+    Mutant("embedding-off-by-one", "embedding lookup off by one",
+           "The table is read at row id - 1, as if token IDs were 1-based (Lua Torch habits, or a vocabulary "
+           "file with a header line); ID 0 silently wraps to the last row through negative indexing.",
+           "", "gpt2-tiny", modules=((Embedding, OffByOneEmbedding),)),
+    Mutant("tied-unembedding-lost", "tied unembedding not transposed / replaced",
+           "A tied model's output matrix is a freshly initialised matrix instead of E^T: the checkpoint stores "
+           "only the embedding and the loader never ties lm_head to it, which gives fluent-looking garbage "
+           "(tinygrad's Llama 3.2 1B loader, HF Mistral3).",
+           "https://github.com/tinygrad/tinygrad/pull/13796", "gpt2-tiny", model_cls=LostTieModel),
+    Mutant("logits-bias-ignored", "logits bias ignored",
+           "The output projection drops its bias b_U although the checkpoint has one, reordering the argmax "
+           "wherever the bias is of the size of the logit gaps (vLLM's Transformers backend for tied models "
+           "with an lm_head bias).",
+           "https://github.com/vllm-project/vllm/pull/46835", "gptj-tiny", Stages(unembed=_no_bias)),
+    Mutant("temperature-after-top-p", "temperature applied after top-p",
+           "Top-k and top-p choose their candidates on the untempered distribution; the temperature only "
+           "reshapes the survivors, so T no longer widens or narrows the nucleus (fish-speech, mlx-audio's "
+           "qwen3_tts, and HF before its warpers were reordered).",
+           "https://github.com/fishaudio/fish-speech/pull/1150", "llama-tiny",
+           Stages(filtered=_temperature_after_top_p)),
+    Mutant("zero-temperature-divides", "T = 0 dividing by zero",
+           "T = 0 is passed straight into z / T: the logits become inf and NaN and the draw fails ('probability "
+           "tensor contains either inf, nan or element < 0') instead of being greedy.",
+           "https://github.com/google-deepmind/gemma/issues/562", "llama-tiny",
+           Stages(softmax=_divide_by_t_softmax, filtered=_divide_by_t_filtered, sample=_divide_by_t_sample)),
+    Mutant("top-p-below-p", "top-p keeping the largest set below p",
+           "The nucleus keeps tokens while the cumulative mass is below p, i.e. the largest set below p, "
+           "dropping the token that makes it reach p. The boundary token is where HF's TopPLogitsWarper had "
+           "its own off-by-one.",
+           f"{_HF}/pull/18983", "llama-tiny", Stages(top_p=_top_p_below)),
+    Mutant("top-k-keeps-ties", "top-k keeping ties beyond k",
+           "Top-k keeps every logit >= the k-th largest, so a tie at the k-th place lets more than k tokens "
+           "through (the behaviour of HF's TopKLogitsWarper; axlearn's top_k_logits documents it as "
+           "break_ties='all').",
+           "https://github.com/apple/axlearn/pull/1022", "llama-tiny", Stages(top_k=_top_k_with_ties)),
+    Mutant("top-k-not-renormalised", "top-k without renormalisation",
+           "The filtered-out tokens are zeroed but the survivors keep their probabilities from the full "
+           "distribution, which then sums to less than one.",
+           "", "llama-tiny", Stages(filtered=_top_k_not_renormalised)),
+    Mutant("sampler-global-rng", "sampler using the global RNG",
+           "The sampler draws from torch's global generator and ignores the seeded one it is given, so the "
+           "seed changes nothing and unrelated code changes the draws (ByteDance GRN's sampler set rng=None).",
+           "https://github.com/bytedance/GRN/issues/27", "llama-tiny", Stages(draw=_global_rng_draw)),
+    Mutant("dropout-at-inference", "dropout left on at inference",
+           "Residual dropout stays active when the model is used for inference (model.eval() never called, or "
+           "dropout applied with training=True), so the same input gives different logits on every call.",
+           "https://github.com/karpathy/nanoGPT/pull/749", "gpt2-tiny", modules=((Block, DropoutBlock),)),
+    Mutant("batch-rows-leak", "batch rows leaking into each other",
+           "The batch is packed into one long sequence for attention without a block-diagonal mask, so row r "
+           "attends to every real token of rows before it and a prompt's logits depend on its batch-mates.",
+           "https://github.com/yxlu-0102/MP-SENet/issues/64", "llama-tiny", Stages(packed=True)),
+    Mutant("greedy-last-of-ties", "greedy taking the first of tied maxima inconsistently",
+           "Greedy decoding breaks ties towards the highest ID while the sampler's T = 0 distribution (and "
+           "torch.argmax) picks the lowest, so the same logits give different tokens depending on the path.",
+           "", "llama-tiny", Stages(greedy=_last_of_tied_maxima)),
+    Mutant("last-logits-wrong-position", "the last position's logits taken from the wrong position",
+           "Generation reads the next-token logits at index (number of real tokens - 1), which is the last "
+           "token for right padding but a position in the middle for a left-padded row: HF's "
+           "ForSequenceClassification heads had this bug until they searched for the rightmost real token.",
+           f"{_HF}/issues/35909", "gpt2-tiny", Stages(last_logits=_last_by_count)),
+]
+MUTANTS: dict[str, Mutant] = {m.name: m for m in _ZOO}
+
+
+def build(name: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+          seed: int = 0) -> MutantTarget:
+    """The mutant target ``name`` on its preset (random weights from ``seed``)."""
+    if name not in MUTANTS:
+        raise ValueError(f"unknown mutant {name!r}; choose one of {sorted(MUTANTS)}")
+    m = MUTANTS[name]
+    model = reference.build(reference.preset(m.preset), seed=seed, device=device, dtype=dtype)
+    return MutantTarget(m, model)
+
+
+def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:
+    """The registry's ``mutant:<name>`` kind."""
+    return build(rest, device=device, dtype=dtype)
+
+
+__all__ = ["MUTANTS", "Mutant", "MutantTarget", "Stages", "ZooModel", "build", "replace"]

@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, typecheck, coverage, cuda, docs.
+"""nox sessions: tests, lint, typecheck, coverage, cuda, peers, docs.
 
 Sessions run in the current environment (venv_backend "none"): install the project
 once as the README says, then `nox -s tests lint typecheck`. Creating a fresh venv per
@@ -46,8 +46,25 @@ def cuda(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "tests/reference", "--device", "all", "-q", *session.posargs)
 
 
+# The peers, each beside the built-in target with the same weights (smollm2 itself runs in `tests`).
+PEER_TARGETS = ("reference:gpt2-tiny", "tlens:gpt2-tiny", "reference:llama-tiny", "tlens:llama-tiny",
+                "reference:bloom-tiny", "tlens:bloom-tiny", "tlens:smollm2", "llamacpp:smollm2")
+
+
+@nox.session
+def peers(session: nox.Session) -> None:
+    """Third-party peers (TransformerLens 3.x, llama.cpp) against the catalog; writes docs/conformance.md."""
+    session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[peers]")
+    session.run("python", "-m", "spec.conformance", *PEER_TARGETS, "--out", "docs/conformance.md", *session.posargs,
+                env={"OMP_NUM_THREADS": "2"})
+
+
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Regenerate docs/claims.md from the catalog."""
+    """Regenerate docs/claims.md from the catalog, docs/kill-matrix.md from the mutant zoo (~10 min on 1 core) and
+    the pictures in docs/figures/."""
     with open("docs/claims.md", "w", encoding="utf-8") as out:
         session.run("next-token-spec", "list", "--markdown", stdout=out)
+    with open("docs/kill-matrix.md", "w", encoding="utf-8") as out:
+        session.run("next-token-spec", "zoo", "--markdown", stdout=out)
+    session.run("next-token-spec", "figures", "docs/figures")  # docs/figures.md's pictures (~1 min, SmolLM2)

@@ -2,7 +2,9 @@
 
     next-token-spec list [--markdown]
     next-token-spec check TARGET [--device D] [--dtype T] [--profile P] [--report FILE] [--claim ID ...]
-    next-token-spec explain "PROMPT" [--target T] [--steps N] [--temperature T]
+    next-token-spec explain "PROMPT" [--target smollm2|builtin|T] [--steps N] [--temperature T]
+    next-token-spec figures OUTDIR [--target T] [--only STEM ...]
+    next-token-spec zoo [--markdown] [--mutant NAME ...]
 """
 
 from __future__ import annotations
@@ -27,21 +29,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_check.add_argument("--profile", choices=profiles.PROFILES, default=None, help="Hypothesis profile")
     p_check.add_argument("--report", default=None, help="write a report: .json, .md or .xml (JUnit)")
     p_check.add_argument("--claim", action="append", default=[], help="only these claim IDs (repeatable)")
-    p_check.add_argument("--expectations", default=None, help="a TOML file of expected deviations")
+    p_check.add_argument("--expectations", default=None,
+                         help="a TOML file of expected deviations, or a folder of <target>.toml (e.g. expectations/)")
 
     p_explain = sub.add_parser("explain", help="follow one prediction through the model, stage by stage")
     p_explain.add_argument("prompt")
-    p_explain.add_argument("--target", default="builtin", help="a target with a tokenizer (default: built-in)")
+    p_explain.add_argument("--target", default="smollm2",
+                           help="a target with a tokenizer (default: smollm2, the trained SmolLM2-135M-Instruct; "
+                                "builtin: a random-weight model that needs no download)")
     _device_dtype(p_explain)
     p_explain.add_argument("--steps", type=int, default=1, help="repeat for N generated tokens")
     p_explain.add_argument("--temperature", type=float, default=0.7, help="also show probabilities at this T")
     p_explain.add_argument("--top", type=int, default=10, help="how many next-token candidates to show")
 
+    p_figures = sub.add_parser("figures", help="draw the figures of docs/figures.md (PNG and SVG) into OUTDIR")
+    p_figures.add_argument("outdir")
+    p_figures.add_argument("--target", default="smollm2", help="the trained model figures 2-7 read (default smollm2)")
+    _device_dtype(p_figures)
+    p_figures.add_argument("--only", action="append", default=[], help="only this figure, by file stem (repeatable)")
+
+    p_zoo = sub.add_parser("zoo", help="run the catalog against every mutant of the zoo (issue #5's kill matrix)")
+    p_zoo.add_argument("--markdown", action="store_true", help="print docs/kill-matrix.md")
+    p_zoo.add_argument("--mutant", action="append", default=[], help="only this mutant (repeatable)")
+
     args = parser.parse_args(argv)
+    if args.command == "zoo":
+        return _zoo(args)
     if args.command == "list":
         return _list(args.markdown)
     if args.command == "check":
         return _check(args)
+    if args.command == "figures":
+        return _figures(args)
     return _explain(args)
 
 
@@ -68,7 +87,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from spec import report
     from spec.catalog import CATALOG, ordered
-    from spec.expectations import load
+    from spec.expectations import for_target
     from spec.runner import FAILED, run_catalog
     from spec.targets.registry import resolve
 
@@ -81,7 +100,7 @@ def _check(args: argparse.Namespace) -> int:
             return 2
         claims = [c for c in claims if c.id in args.claim]
     target = resolve(args.target, device=args.device, dtype=args.dtype)
-    deviations = load(args.expectations, set(CATALOG)) if args.expectations else {}
+    deviations = for_target(args.expectations, args.target, set(CATALOG)) if args.expectations else {}
     print(f"target {target.describe()} on {args.device} ({args.dtype}), profile {profile}, "
           f"{len(claims)} claims", flush=True)
     results = run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations,
@@ -98,14 +117,73 @@ def _check(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from spec.explain import explain
+    from spec.targets.smollm2 import ModelUnavailable
 
     if args.steps < 1:
         print("--steps must be >= 1", file=sys.stderr)
         return 2
-    for line in explain(args.prompt, target=args.target, device=args.device, dtype=args.dtype,
-                        steps=args.steps, temperature=args.temperature, top=args.top):
-        print(line)
+    try:
+        for line in explain(args.prompt, target=args.target, device=args.device, dtype=args.dtype,
+                            steps=args.steps, temperature=args.temperature, top=args.top):
+            print(line)
+    except ModelUnavailable as err:
+        print(f"--target {args.target}: the SmolLM2 model is not available. {err}\n"
+              "Or pass --target builtin for a random-weight model that needs no download.", file=sys.stderr)
+        return 2
     return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    """Write each figure of spec.figures as PNG and SVG; the model is loaded only if a chosen figure needs it."""
+    import time
+
+    try:
+        import matplotlib  # noqa: F401  (a dev extra, imported lazily by spec.figures)
+    except ImportError as err:
+        print(f"figures need matplotlib (pip install matplotlib): {err}", file=sys.stderr)
+        return 2
+    from spec import figures
+    from spec.targets.registry import resolve
+
+    unknown = sorted(set(args.only) - {f.stem for f in figures.FIGURES})
+    if unknown:
+        print(f"unknown figures {unknown}; choose from {[f.stem for f in figures.FIGURES]}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    written = figures.write(args.outdir, lambda: resolve(args.target, device=args.device, dtype=args.dtype),
+                            only=args.only)
+    for stem, (_, paths) in written.items():
+        print(f"{stem}: {', '.join(str(p) for p in paths)}")
+    print(f"{len(written)} figures in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    """Run the zoo; print the kill matrix (Markdown) or one line per mutant. Exit 1 if a mutant survives."""
+    import time
+
+    import torch
+
+    from spec import zoo
+    from spec.targets.mutants import MUTANTS
+
+    unknown = sorted(set(args.mutant) - set(MUTANTS))
+    if unknown:
+        print(f"unknown mutants {unknown}; choose from {sorted(MUTANTS)}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)  # as in the tests, so every reduction runs in the same order and the matrix repeats
+    start = time.perf_counter()
+    runs = []
+    for name in args.mutant or list(MUTANTS):
+        runs.append(zoo.run_mutant(name))
+        if not args.markdown:
+            kills = ", ".join(f"{k.claim} ({k.examples}/{k.size})" for k in runs[-1].kills) or "SURVIVED"
+            print(f"{name:28} {kills}", flush=True)
+    if args.markdown:
+        sys.stdout.write(zoo.markdown(runs))
+    print(f"zoo: {sum(bool(r.kills) for r in runs)} of {len(runs)} mutants killed in "
+          f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0 if all(r.kills and not r.crashes for r in runs) else 1
 
 
 if __name__ == "__main__":

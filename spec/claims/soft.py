@@ -150,6 +150,24 @@ def _draw_logits(data: st.DataObject, target: Target, *, magnitude: float = 30.0
 _SOURCE_13 = "embedding-to-choice §13"
 
 
+def temperature_stats(target: Target, z: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Top probability and entropy of the target's softmax(z / T) per row of z [B, V] (SOFT-5), each with its
+    rounding allowance: (p_max [B], allowance [B], entropy in nats [B], allowance [B]). T = 0 is the argmax."""
+    zd = z.double().cpu()
+    p, u, tiny = _run_softmax(target, z, temperature)
+    pd = p.double().cpu()
+    bnd = torch.full_like(zd, tiny) if temperature == 0.0 else softmax_error_bound(zd, temperature, u, tiny)
+    return pd.amax(dim=-1), bnd.amax(dim=-1), entropy(pd), entropy_allowance(zd, temperature, u, tiny)
+
+
+def scaled_distribution(target: Target, h: Tensor, U: Tensor, a: float) -> tuple[Tensor, Tensor, float, float]:
+    """The logits of the hidden state h [d] scaled by a, (a h) U [1, V], and the target's softmax of them at
+    T = 1 [1, V] (SOFT-6), with the unit roundoff and smallest normal to judge that softmax by."""
+    za = ((a * h) @ U).unsqueeze(0)  # [1, V] in the target's dtype
+    p, u, tiny = _run_softmax(target, za, 1.0)
+    return za, p, u, tiny
+
+
 def _sum_rounding(a: Tensor, b: Tensor, computed: Tensor) -> Tensor:
     """computed - (a + b) exactly, for float64 a, b and a computed sum (Knuth's TwoSum gives a + b's own error)."""
     s = a + b
@@ -315,7 +333,6 @@ def soft_5(target: Target, data: st.DataObject) -> None:
     """For drawn z and T1 < T2 (T1 possibly 0): 1/V <= p_max(T) <= 1 and 0 <= H(T) <= ln V for both, and
     p_max(T1) >= p_max(T2), H(T1) <= H(T2), each up to the rounding allowances."""
     z = _draw_logits(data, target)
-    zd = z.double().cpu()
     v = z.shape[-1]
     a = data.draw(st.one_of(st.just(0.0), temperatures()), label="T_a")
     b = data.draw(temperatures(), label="T_b")
@@ -324,11 +341,7 @@ def soft_5(target: Target, data: st.DataObject) -> None:
         return
     stats = []
     for t in (t1, t2):
-        p, u, tiny = _run_softmax(target, z, t)
-        pd = p.double().cpu()
-        bnd = torch.full_like(zd, tiny) if t == 0.0 else softmax_error_bound(zd, t, u, tiny)
-        pmax, slack_p, h = pd.amax(dim=-1), bnd.amax(dim=-1), entropy(pd)
-        slack_h = entropy_allowance(zd, t, u, tiny)
+        pmax, slack_p, h, slack_h = temperature_stats(target, z, t)
         for r in range(z.shape[0]):
             at_most(1.0 / v, float(pmax[r]), float(slack_p[r]), f"1/V vs top probability (row {r}, T={t:.4g})")
             at_most(float(pmax[r]), 1.0, float(slack_p[r]), f"top probability vs 1 (row {r}, T={t:.4g})")
@@ -370,10 +383,9 @@ def soft_6(target: Target, data: st.DataObject) -> None:
     zd = z.double().cpu()
     entropies = []
     for a in (a1, a2):
-        za = ((a * h) @ U).unsqueeze(0)
+        za, p_scaled, u, tiny = scaled_distribution(target, h, U, a)
         assert_close(za, a * z, CLASSES[target.tolerance], f"(a h) U vs a (h U) at a={a:.4g}")
         exact = exact_softmax(zd, 1.0 / a)  # softmax(a h U), exactly up to float64 rounding
-        p_scaled, u, tiny = _run_softmax(target, za, 1.0)
         deviation = (za.double().cpu() - a * zd).abs() + 2.0**-52 * (a * zd).abs()
         within(p_scaled, exact, softmax_error_bound(za.double().cpu(), 1.0, u, tiny, input_err=deviation,
                                                     reference_z=zd, reference_temperature=1.0 / a),

@@ -79,6 +79,13 @@ DEPTH_PROMPTS = (
 GROWTH_FACTOR = 4.0  # |h after the last block| >= this * |h after the first block|
 
 
+def residual_norms(target: Target, text: str) -> list[float]:
+    """|h_l| at the last position of ``text`` for l = 0..L (h_0 the embedding, h_l the residual stream after
+    block l, before the final norm), in float64 (TR-1)."""
+    states = target.residual_states(_ids(target, text))
+    return [float(s[0, -1].detach().double().norm()) for s in states]
+
+
 @claim("TR-1", "In a trained model the residual stream grows longer with depth.",
        source="tokens-as-directions \"The effect of vector length\"", needs=("trained", "tokenizer", "residual_states"),
        tolerance="none needed: the checked ratios (>= 15x, >= 19 of 30 blocks on SmolLM2) are far from the "
@@ -98,8 +105,7 @@ def tr_1(target: Target, data: st.DataObject) -> None:
     - #{l in 1..L : n_l > n_(l-1)} > L / 2 (SmolLM2: 19 to 30 of 30).
     """
     prompt = data.draw(st.sampled_from(DEPTH_PROMPTS), label="prompt")
-    states = target.residual_states(_ids(target, prompt))
-    norms = [float(s[0, -1].detach().double().norm()) for s in states]
+    norms = residual_norms(target, prompt)
     n_blocks = len(norms) - 1
     check(n_blocks >= 2, f"TR-1 needs at least two blocks, the target has {n_blocks}")
     shown = ", ".join(f"{n:.3g}" for n in norms)
@@ -120,6 +126,13 @@ MAX_TAIL_SHARE = 0.05
 MIN_LONGEST = 2.0  # the longest row is at least twice the median
 
 
+def embedding_norm_ratios(target: Target) -> Tensor:
+    """|E_i| / median_j |E_j| for every row of the embedding table, in float64 on the CPU: [V] (TR-2)."""
+    E = target.embedding_matrix()
+    norms = torch.cat([chunk.detach().double().cpu().norm(dim=1) for chunk in E.split(8192)])
+    return norms / norms.median()
+
+
 @claim("TR-2", "Most rows of a trained embedding table have similar norms, with a small tail of outliers.",
        source="tokens-as-directions \"Directions in space\"", needs=("trained", "embedding_matrix"),
        tolerance="none needed: norms are computed in float64 from the table itself; the measured shares "
@@ -134,9 +147,7 @@ MIN_LONGEST = 2.0  # the longest row is at least twice the median
 def tr_2(target: Target, data: st.DataObject) -> None:
     """With r = row norms of E over their median: share(|r - 1| <= 0.2) >= 0.70, 0 < share(r > 1.5 or
     r < 1/1.5) <= 0.05, and max r >= 2."""
-    E = target.embedding_matrix()
-    norms = torch.cat([chunk.detach().double().cpu().norm(dim=1) for chunk in E.split(8192)])
-    ratio = norms / norms.median()
+    ratio = embedding_norm_ratios(target)
     in_band = float(((ratio >= 1 - BAND) & (ratio <= 1 + BAND)).double().mean())
     long, short = int((ratio > TAIL).sum()), int((ratio < 1 / TAIL).sum())
     tail = (long + short) / ratio.numel()
@@ -151,6 +162,26 @@ def tr_2(target: Target, data: st.DataObject) -> None:
 
 
 # ------------------------------------------------------------------------------ TR-3
+
+
+def lens_states(target: Target, ids: Tensor) -> Tensor:
+    """final_norm(h_l) at the last position of ids [1, T] for l = 0..L: the states the logit lens reads,
+    in the target's dtype: [L + 1, d] (TR-3)."""
+    states = target.residual_states(ids)
+    h = torch.stack([s[0, -1].detach() for s in states])[None]  # the last position at every depth: [1, L + 1, d]
+    return target.final_norm(h)[0].detach()
+
+
+def logit_lens(target: Target, ids: Tensor) -> Tensor:
+    """final_norm(h_l) @ U (+ b) at the last position of ids [1, T] for l = 0..L: [L + 1, V] (TR-3)."""
+    U, b = target.unembedding()
+    lens = lens_states(target, ids) @ U.detach()  # [L + 1, V]
+    return lens if b is None else lens + b
+
+
+def lens_ranks(lens: Tensor, token: int) -> list[int]:
+    """The rank of ``token`` (0 = top) in each row of the logit lens [L + 1, V], compared in float64 (TR-3)."""
+    return [_rank(z, token) for z in lens.double().cpu()]
 
 
 @claim("TR-3", "Logit lens: intermediate residual states read through the final norm and unembedding rank the "
@@ -172,17 +203,12 @@ def tr_3(target: Target, data: st.DataObject) -> None:
     prompt = data.draw(st.sampled_from(DEPTH_PROMPTS), label="prompt")
     ids = _ids(target, prompt)
     logits = target.logits(ids)[0, -1]
-    states = target.residual_states(ids)
-    U, b = target.unembedding()
-    h = torch.stack([s[0, -1].detach() for s in states])[None]  # the last position at every depth: [1, L + 1, d]
-    lens = target.final_norm(h)[0].detach() @ U.detach()  # [L + 1, V]
-    if b is not None:
-        lens = lens + b
+    lens = logit_lens(target, ids)  # [L + 1, V]
     assert_close(lens[-1], logits, CLASSES[target.tolerance], f"{prompt!r}: logit lens after the last block vs logits")
     top = int(logits.argmax())
     check(int(lens[-1].argmax()) == top, f"{prompt!r}: the lens after the last block does not pick the final token")
-    ranks = [_rank(z, top) for z in lens.double().cpu()]
-    n_blocks = len(states) - 1
+    ranks = lens_ranks(lens, top)
+    n_blocks = lens.shape[0] - 1
     early = sorted(ranks[1:n_blocks // 2 + 1])
     late = sorted(ranks[n_blocks - math.ceil(n_blocks / 4) + 1:])
     med_early, med_late = early[(len(early) - 1) // 2], late[(len(late) - 1) // 2]

@@ -1,6 +1,8 @@
 """docs/conformance.md: the whole catalog against several targets, one table per target.
 
-    python -m spec.conformance TARGET [TARGET ...] [--out docs/conformance.md] [--expectations DIR]
+    python -m spec.conformance [TARGET ...] [--out docs/conformance.md] [--expectations DIR]
+
+Without targets it checks PEER_TARGETS.
 
 Used by ``nox -s peers`` to check the third-party peers (TransformerLens, llama.cpp)
 next to the built-in targets they are compared with. Each target's table lists every
@@ -18,6 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spec import profiles
+
+# The peers, each beside the built-in target with the same weights (smollm2 itself runs in the main test run).
+PEER_TARGETS: tuple[str, ...] = ("reference:gpt2-tiny", "tlens:gpt2-tiny", "reference:llama-tiny", "tlens:llama-tiny",
+                                 "reference:bloom-tiny", "tlens:bloom-tiny", "tlens:smollm2", "llamacpp:smollm2")
 
 
 def _section(spec: str, profile: str, expectations: Path | None) -> tuple[list[str], bool]:
@@ -50,7 +56,8 @@ def _section(spec: str, profile: str, expectations: Path | None) -> tuple[list[s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spec.conformance", description=__doc__.splitlines()[0])
-    parser.add_argument("targets", nargs="+", help="target specs, e.g. reference:llama-tiny tlens:llama-tiny")
+    parser.add_argument("targets", nargs="*", default=list(PEER_TARGETS),
+                        help="target specs, e.g. reference:llama-tiny tlens:llama-tiny (default: the peers)")
     parser.add_argument("--out", default="docs/conformance.md", help="where to write the tables")
     parser.add_argument("--expectations", default="expectations", help="folder of <target>.toml ('' for none)")
     parser.add_argument("--profile", choices=profiles.PROFILES, default="ci", help="Hypothesis profile")

@@ -12,8 +12,9 @@ import time
 import traceback
 from dataclasses import asdict, dataclass
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from hypothesis.reporting import with_reporter
 
 from spec.catalog import Claim
@@ -78,16 +79,22 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
     @given(data=st.data())
     def prop(data: st.DataObject) -> None:
+        try:
+            claim.check(target, data)
+        except NotExposed as exc:  # this example needs what the target lacks (e.g. a config it cannot build)
+            unexposed[exc.capability] = str(exc)
+            reject()
         count[0] += 1
-        claim.check(target, data)
 
+    unexposed: dict[str, str] = {}
     token = recording(rec)
     try:
         with with_reporter(report.append):
             prop()
-    except NotExposed as exc:
-        status = NO_CONVERTER if exc.capability == "reference_model" else NOT_EXPOSED
-        result.status, result.detail = status, f"missing capability: {exc}"
+    except (NotExposed, Unsatisfiable) as exc:  # no example could run on this target
+        reasons = "; ".join(unexposed.values()) or str(exc)
+        status = NO_CONVERTER if set(unexposed) == {"reference_model"} else NOT_EXPOSED
+        result.status, result.detail = status, f"missing capability: {reasons}"
     except Exception as exc:  # a failed claim: keep the shrunk example and the message
         result.status = FAILED
         result.detail = _first_lines(f"{type(exc).__name__}: {exc}", 12)
@@ -97,6 +104,8 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
         stop_recording(token)
     result.examples = count[0]
     result.worst = rec.worst if rec.comparisons else None
+    if result.status == PASSED and unexposed:  # passed on the examples it could run: say which it could not
+        result.detail = "examples the target cannot run were skipped: " + "; ".join(unexposed.values())
     if deviation is not None:
         if result.status == FAILED:
             result.status, result.detail = DEVIATION, f"{deviation.reason} | {result.detail}"

@@ -19,6 +19,7 @@ from hypothesis import settings
 from torch import Tensor
 
 from spec.catalog import CATALOG, load_all
+from spec.conformance import PEER_TARGETS
 from spec.expectations import Deviation, file_name, for_target, load
 from spec.expectations import entries as expectation_entries
 from spec.runner import DEVIATION, FAILED, PASSED, examples_for, run_claim
@@ -68,11 +69,11 @@ def test_committed_expectations_name_real_claims_and_builtin_targets() -> None:
     folder = ROOT / "expectations"
     files = sorted(folder.glob("*.toml"))
     assert files, "expectations/ holds the built-in targets' deviations"
-    known_files = {file_name(t) for t in BUILTIN_TARGETS}
+    known_files = {file_name(t) for t in (*BUILTIN_TARGETS, *PEER_TARGETS)}
     for f in files:
         if f.name.startswith("_"):  # a shared file, adopted through `include`
             continue
-        assert f.name in known_files, f"{f.name} belongs to no built-in target"
+        assert f.name in known_files, f"{f.name} belongs to no built-in or peer target"
         entries = expectation_entries(f)
         assert entries, f"{f.name} lists no deviation"
         for e in entries:

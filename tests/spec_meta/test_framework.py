@@ -18,7 +18,7 @@ from spec.catalog import CATALOG, Claim, claim, ordered
 from spec.cli import main
 from spec.expectations import load
 from spec.runner import FAILED, NEEDS_TRAINED, NO_CONVERTER, NOT_EXPOSED, PASSED, run_claim
-from spec.target import Target
+from spec.target import NotExposed, Target
 from spec.targets.reference_target import ReferenceTarget
 from spec.tolerance import CLASSES, Recorder, assert_close, assert_equal, error_ratio, recording, stop_recording
 
@@ -164,6 +164,25 @@ def test_runner_reports_missing_capabilities_never_passed() -> None:
     assert r.status == NOT_EXPOSED and "decode" in r.detail and r.examples == 0
     assert run_claim(_fake_claim(("trained",), False), t, profile=FAST).status == NEEDS_TRAINED
     assert run_claim(_fake_claim(("reference_model",), False), t, profile=FAST).status == NO_CONVERTER
+
+
+def _partly_exposed_claim(unexposed_from: int, capability: str = "build") -> Claim:
+    """Examples with x >= unexposed_from need something the target lacks (like a config it cannot build)."""
+    def check(target: Target, data: st.DataObject) -> None:
+        if data.draw(st.integers(0, 9), label="x") >= unexposed_from:
+            raise NotExposed(capability, "this drawn config cannot be expressed")
+
+    return Claim("ZZZ-8", "a claim for testing", "nowhere", (), "none", check)
+
+
+def test_runner_skips_examples_a_target_cannot_run_and_says_so() -> None:
+    t, profile = LogitsOnly(), settings(max_examples=20, derandomize=True, database=None)
+    some = run_claim(_partly_exposed_claim(5), t, profile=profile)
+    assert some.status == PASSED and 0 < some.examples <= 20 and "cannot be expressed" in some.detail
+    none = run_claim(_partly_exposed_claim(0), t, profile=profile)
+    assert none.status == NOT_EXPOSED and none.examples == 0 and "cannot be expressed" in none.detail
+    assert run_claim(_partly_exposed_claim(0, "reference_model"), t, profile=profile).status == NO_CONVERTER
+    assert run_claim(_partly_exposed_claim(10), t, profile=profile).detail == ""  # all ran: nothing to say
 
 
 def test_reference_target_exposes_everything_but_trained() -> None:

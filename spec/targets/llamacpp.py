@@ -136,11 +136,14 @@ def load(n_threads: int = 1) -> LlamaCppTarget:
     """``llamacpp:smollm2``: the verified SmolLM2 GGUF in llama.cpp on the CPU, logits for every position."""
     from llama_cpp import Llama
 
+    from spec.targets import smollm2
     from spec.targets.smollm2 import locate_gguf
 
     llm = Llama(model_path=str(locate_gguf()), n_ctx=N_CTX, n_batch=N_CTX, n_threads=n_threads,
                 logits_all=True, verbose=False, seed=0)
-    return LlamaCppTarget(llm)
+    target = LlamaCppTarget(llm)
+    target.max_examples = smollm2.MAX_EXAMPLES  # the same model size and budget as the smollm2 targets
+    return target
 
 
 def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:

@@ -397,6 +397,7 @@ def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32) -> TLe
     from transformer_lens import HookedTransformer, loading_from_pretrained
     from transformers import AutoModelForCausalLM
 
+    from spec.targets import smollm2
     from spec.targets.smollm2 import HFTokenizer, hf_tokenizer, locate_gguf
 
     path = locate_gguf()  # a model of its own: smollm2:hf's keeps its config untouched
@@ -409,7 +410,11 @@ def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32) -> TLe
     tok = hf_tokenizer(path)
     tl = HookedTransformer.from_pretrained_no_processing(str(folder), hf_model=hf_model, tokenizer=tok,
                                                          device=device, dtype=dtype, default_prepend_bos=False)
-    return TLensTarget(tl, name="tlens:smollm2", tokenizer=HFTokenizer(tok), trained=True)
+    target = TLensTarget(tl, name="tlens:smollm2", tokenizer=HFTokenizer(tok), trained=True)
+    target.max_examples = smollm2.MAX_EXAMPLES  # the same model size and budget as the smollm2 targets
+    if dtype == torch.float32:
+        target.tolerance = "float32-deep"  # spec.tolerance: measured rounding of a 30-layer model
+    return target
 
 
 def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:

@@ -29,8 +29,13 @@ Classes (atol, rtol), and why:
   at KL ~ 0.005 and max |dz| ~ 0.5 against float32; the reference on SmolLM2 with every
   matmul input rounded to 8 bits in blocks of 32 (tests/spec_meta/test_tolerance_classes.py)
   gives, on a 19-token prompt, worst KL 0.011, mean 0.0036, max |dz| 1.10 and the same
-  top-1 everywhere. max_kl = 0.02 sits above both; a real bug (another position's
-  logits, a permuted vocabulary) gives KL far above it (the same test). atol = 0.5 is the
+  top-1 everywhere. llama.cpp itself (llamacpp:smollm2) measured against the reference on
+  the same file: worst KL 0.0073 and max |dz| 0.85 on the 13-token IOI prompt, but KL up to
+  0.039 on the random token sequences REF-1 draws in the ci profile (no context the model
+  was trained on, so flatter, noisier distributions). max_kl = 0.08 keeps a 2x margin over
+  that worst case;
+  a real bug (another position's logits, a permuted vocabulary) gives KL of order 1 and
+  more (the same test). atol = 0.5 is the
   class's logit noise, used where claims need a band in logits (greedy near-ties).
 """
 
@@ -63,7 +68,7 @@ CLASSES: dict[str, ToleranceClass] = {
     "float32": ToleranceClass("float32", 1e-4, 1e-4),
     "float32-deep": ToleranceClass("float32-deep", 2e-3, 2e-3),
     "half": ToleranceClass("half", 2e-2, 2e-2),
-    "quantized": ToleranceClass("quantized", 0.5, 0.0, max_kl=0.02, top1_margin=0.5),
+    "quantized": ToleranceClass("quantized", 0.5, 0.0, max_kl=0.08, top1_margin=0.5),
 }
 
 

@@ -11,6 +11,7 @@ overriding ``logits`` plus whatever else you have; see README "Checking your mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
@@ -180,3 +181,20 @@ class Sublayers(Protocol):
 
 def _overrides(target: Any, name: str) -> bool:
     return getattr(type(target), name) is not getattr(Target, name)
+
+
+def sgd_step(model: torch.nn.Module, forward: Callable[[], Tensor], targets: Tensor, lr: float) -> None:
+    """One plain SGD step on cross-entropy of ``forward()``'s logits [B, T, V] against ``targets`` [B, T].
+
+    Shared by the targets that implement ``Target.train_step`` on a torch module (claims EMB-4, EMB-6, EMB-7).
+    """
+    model.train()
+    logits = forward()
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(lr * p.grad)
+    model.eval()

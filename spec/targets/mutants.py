@@ -446,7 +446,7 @@ def _divide_by_t_sample(s: Stages, logits: Tensor, generator: torch.Generator | 
     return s.draw(s.filtered(s, logits, temperature, top_k, top_p), generator)
 
 
-def _top_p_below(logits: Tensor, p: float) -> Tensor:
+def top_p_below(logits: Tensor, p: float) -> Tensor:
     """Keeps the largest top-ranked set whose mass stays below p (plus the top token)."""
     if p >= 1.0:
         return logits
@@ -457,7 +457,7 @@ def _top_p_below(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(~keep, float("-inf"))
 
 
-def _top_k_with_ties(logits: Tensor, k: int) -> Tensor:
+def top_k_with_ties(logits: Tensor, k: int) -> Tensor:
     """Keeps every logit >= the k-th largest, so ties at the k-th place all survive."""
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -666,12 +666,12 @@ _ZOO: list[Mutant] = [
            "The nucleus keeps tokens while the cumulative mass is below p, i.e. the largest set below p, "
            "dropping the token that makes it reach p. The boundary token is where HF's TopPLogitsWarper had "
            "its own off-by-one.",
-           f"{_HF}/pull/18983", "llama-tiny", Stages(top_p=_top_p_below)),
+           f"{_HF}/pull/18983", "llama-tiny", Stages(top_p=top_p_below)),
     Mutant("top-k-keeps-ties", "top-k keeping ties beyond k",
            "Top-k keeps every logit >= the k-th largest, so a tie at the k-th place lets more than k tokens "
            "through (the behaviour of HF's TopKLogitsWarper; axlearn's top_k_logits documents it as "
            "break_ties='all').",
-           "https://github.com/apple/axlearn/pull/1022", "llama-tiny", Stages(top_k=_top_k_with_ties)),
+           "https://github.com/apple/axlearn/pull/1022", "llama-tiny", Stages(top_k=top_k_with_ties)),
     Mutant("top-k-not-renormalised", "top-k without renormalisation",
            "The filtered-out tokens are zeroed but the survivors keep their probabilities from the full "
            "distribution, which then sums to less than one.",

@@ -15,7 +15,7 @@ from reference.config import ModelConfig
 from reference.model import Transformer
 from reference.positions import alibi_bias, alibi_slopes, rotary_angles
 from reference.presets import preset
-from spec.target import Sublayers, Target, Tokenizer
+from spec.target import Sublayers, Target, Tokenizer, sgd_step
 
 
 @dataclass
@@ -180,16 +180,7 @@ class ReferenceTarget(Target):
         return ReferenceTarget(model, name=f"{self.name}[built]")
 
     def train_step(self, ids: Tensor, targets: Tensor, lr: float) -> None:
-        self.model.train()
-        logits = self.model(ids).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        self.model.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.sub_(lr * p.grad)
-        self.model.eval()
+        sgd_step(self.model, lambda: self.model(ids).logits, targets, lr)
 
     def reference_model(self) -> Transformer:
         return self.model

@@ -39,7 +39,7 @@ from reference.block import Block
 from reference.config import ModelConfig
 from reference.model import Transformer
 from reference.presets import preset
-from spec.target import Sublayers, Target, Tokenizer
+from spec.target import Sublayers, Target, Tokenizer, sgd_step
 from spec.tolerance import for_dtype
 
 _ACT_TO_TL = {"gelu": "gelu", "gelu_tanh": "gelu_new", "silu": "silu", "relu": "relu"}
@@ -340,16 +340,7 @@ class TLensTarget(Target):
             raise NotExposed("build", str(exc)) from None
 
     def train_step(self, ids: Tensor, targets: Tensor, lr: float) -> None:
-        self.model.train()
-        logits = self.model(ids, return_type="logits")
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        self.model.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.sub_(lr * p.grad)
-        self.model.eval()
+        sgd_step(self.model, lambda: self.model(ids, return_type="logits"), targets, lr)
 
     def tokenizer(self) -> Tokenizer:
         from spec.target import NotExposed

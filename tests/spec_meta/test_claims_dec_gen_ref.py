@@ -21,6 +21,7 @@ from reference.validation import check_top_k, check_top_p
 from spec.catalog import CATALOG, load_all
 from spec.runner import run_claim
 from spec.target import Target
+from spec.targets.mutants import top_k_with_ties, top_p_below
 from spec.targets.reference_target import ReferenceTarget
 
 load_all()
@@ -118,29 +119,12 @@ class _FilterMutant(ReferenceTarget):
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _top_p_below(logits: Tensor, p: float) -> Tensor:
-    """Keeps the largest top-ranked set whose mass stays below p (plus the top token)."""
-    if p >= 1.0:
-        return logits
-    sorted_p, order = torch.sort(torch.softmax(logits, -1), dim=-1, descending=True, stable=True)
-    keep_sorted = torch.cumsum(sorted_p, dim=-1) < p
-    keep_sorted[..., 0] = True
-    keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted)
-    return logits.masked_fill(~keep, float("-inf"))
-
-
-def _top_k_with_ties(logits: Tensor, k: int) -> Tensor:
-    """Keeps every logit >= the k-th largest (ties beyond k survive), as HF's TopKLogitsWarper does."""
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
-
-
 class TopPBelow(_FilterMutant):
-    options = {"p_filter": _top_p_below}  # noqa: RUF012
+    options = {"p_filter": top_p_below}  # noqa: RUF012
 
 
 class TopKTies(_FilterMutant):
-    options = {"k_filter": _top_k_with_ties}  # noqa: RUF012
+    options = {"k_filter": top_k_with_ties}  # noqa: RUF012
 
 
 class TopKNotRenormalised(_FilterMutant):

@@ -23,7 +23,7 @@ from hypothesis import settings
 from torch import Tensor
 
 from spec.catalog import CATALOG, load_all
-from spec.runner import FAILED, NEEDS_TRAINED, PASSED, require_trained, run_claim
+from spec.runner import FAILED, NEEDS_TRAINED, PASSED, run_claim
 from spec.targets import smollm2
 from spec.targets.reference_target import ReferenceTarget
 
@@ -32,24 +32,13 @@ TR = [f"TR-{i}" for i in range(1, 8)]
 PROFILE = settings(max_examples=30, derandomize=True, database=None)
 
 
-def _require_model() -> None:
-    try:
-        smollm2.locate_gguf(download_missing=False)
-    except smollm2.ModelUnavailable as err:
-        if require_trained():
-            pytest.fail(f"SmolLM2 is required here (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1) but unavailable: {err}")
-        pytest.skip(f"SmolLM2 GGUF not available: {err}")
-
-
 @pytest.fixture(scope="module")
-def ref() -> ReferenceTarget:
-    _require_model()
+def ref(smollm2_available: None) -> ReferenceTarget:
     return smollm2.load_reference()
 
 
 @pytest.fixture(scope="module")
-def hf() -> Any:
-    _require_model()
+def hf(smollm2_available: None) -> Any:
     pytest.importorskip("transformers")
     return smollm2.load_hf()
 

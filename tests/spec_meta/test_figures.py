@@ -31,7 +31,6 @@ import pytest
 import torch
 
 from spec import figures
-from spec.runner import require_trained
 from spec.target import Target
 from spec.targets import smollm2
 from spec.tolerance import CLASSES
@@ -42,18 +41,8 @@ STEMS = [f.stem for f in figures.FIGURES]
 PUBLISHED = {"the": 0.0841, "cat": 0.2286, "runs": 0.0309, "blue": 0.0042, "quickly": 0.6213, "banana": 0.0309}
 
 
-def _require_model() -> None:
-    try:
-        smollm2.locate_gguf(download_missing=False)
-    except smollm2.ModelUnavailable as err:
-        if require_trained():
-            pytest.fail(f"SmolLM2 is required here (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1) but unavailable: {err}")
-        pytest.skip(f"SmolLM2 GGUF not available: {err}")
-
-
 @pytest.fixture(scope="module")
-def model() -> Target:
-    _require_model()
+def model(smollm2_available: None) -> Target:
     return smollm2.load_reference()
 
 

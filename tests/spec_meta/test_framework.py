@@ -205,17 +205,9 @@ def test_expectations_warn_on_unknown_claim(tmp_path: Path) -> None:
         load(f, {"GEN-3"})
 
 
-def test_cli_explain_defaults_to_the_trained_smollm2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_explain_defaults_to_the_trained_smollm2(smollm2_available: None,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """Issue #4: the real model is explain's default; its greedy choice after "The storm is" is " a" (ID 253)."""
-    from spec.runner import require_trained
-    from spec.targets import smollm2
-
-    try:
-        smollm2.locate_gguf(download_missing=False)
-    except smollm2.ModelUnavailable as err:
-        if require_trained():
-            pytest.fail(f"SmolLM2 is required here (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1) but unavailable: {err}")
-        pytest.skip(f"SmolLM2 GGUF not available: {err}")
     assert main(["explain", "The storm is", "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("model: smollm2 ") and "E [49152 x 576]" in out and "layer 29:" in out

@@ -20,11 +20,10 @@ which ``--expectations DIR`` overrides.
 
 from __future__ import annotations
 
+import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 
 @dataclass(frozen=True)

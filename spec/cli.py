@@ -15,8 +15,20 @@ from collections.abc import Sequence
 
 from spec import profiles
 
+TARGET_HELP = ("reference[:preset], hf:<preset>, smollm2, smollm2:hf, tlens:<preset>, tlens:smollm2, "
+               "llamacpp:smollm2, mutant:<name>, or module.path:factory")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; its exit status (a reader closing the pipe early, as `| head` does, is not an error)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        sys.stdout = None  # type: ignore[assignment]  # nothing more can be written; skip the flush at exit
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="next-token-spec", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -24,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_list.add_argument("--markdown", action="store_true", help="print docs/claims.md")
 
     p_check = sub.add_parser("check", help="run the catalog against a target")
-    p_check.add_argument("target", help="reference[:preset], hf:<preset>, smollm2, or module.path:factory")
+    p_check.add_argument("target", help=TARGET_HELP)
     _device_dtype(p_check)
     p_check.add_argument("--profile", choices=profiles.PROFILES, default=None, help="Hypothesis profile")
     p_check.add_argument("--report", default=None, help="write a report: .json, .md or .xml (JUnit)")

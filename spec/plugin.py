@@ -32,7 +32,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("next-token-spec")
     group.addoption("--target", action="append", default=[], metavar="TARGET",
                     help="run the claim catalog against TARGET (reference[:preset], hf:<preset>, smollm2, "
-                         "module.path:factory); repeatable; also $NEXT_TOKEN_SPEC_TARGET (comma-separated)")
+                         "tlens:<preset>, llamacpp:smollm2, mutant:<name>, module.path:factory, ...; see "
+                         "`next-token-spec check -h`); repeatable; also $NEXT_TOKEN_SPEC_TARGET (comma-separated)")
     group.addoption("--device", default="cpu", choices=("cpu", "cuda", "all"),
                     help="device for targets and device-parametrized tests: cpu, cuda, or all available")
     group.addoption("--dtype", default="float32", help="dtype for targets (float32, float64, bfloat16, float16)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -245,6 +247,18 @@ def test_cli_list_and_check_one_claim(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "EMB-2" in out and "passed" in out
     assert main(["check", "reference", "--claim", "NOPE-1"]) == 2
+
+
+def test_cli_list_into_a_reader_that_stops_early_is_not_an_error() -> None:
+    """`next-token-spec list | head -1`: the reader closes the pipe; the command exits 0 without a traceback."""
+    code = "import sys; from spec.cli import main; sys.exit(main(['list']))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"TOK-1")
+    proc.stdout.close()  # what `head` does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 def test_cli_explain_tells_the_whole_journey(capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,7 @@ from hypothesis.reporting import with_reporter
 
 from spec.catalog import Claim
 from spec.expectations import Deviation
-from spec.target import NotExposed, Target
+from spec.target import SKIPPED_PARTS, NotExposed, Target
 from spec.tolerance import Recorder, recording, stop_recording
 
 PASSED, FAILED = "passed", "failed"
@@ -88,6 +88,7 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
 
     unexposed: dict[str, str] = {}
     token = recording(rec)
+    parts = SKIPPED_PARTS.set(unexposed)  # parts of examples skipped by spec.target.skip_part
     try:
         with with_reporter(report.append):
             prop()
@@ -102,10 +103,11 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
         result.reproduce = _reproduce(claim, target, target_spec, profile_name)
     finally:
         stop_recording(token)
+        SKIPPED_PARTS.reset(parts)
     result.examples = count[0]
     result.worst = rec.worst if rec.comparisons else None
     if result.status == PASSED and unexposed:  # passed on the examples it could run: say which it could not
-        result.detail = "examples the target cannot run were skipped: " + "; ".join(unexposed.values())
+        result.detail = "what the target cannot run was skipped: " + "; ".join(unexposed.values())
     if deviation is not None:
         if result.status == FAILED:
             result.status, result.detail = DEVIATION, f"{deviation.reason} | {result.detail}"

@@ -12,6 +12,7 @@ overriding ``logits`` plus whatever else you have; see README "Checking your mod
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
@@ -29,6 +30,22 @@ class NotExposed(Exception):
         super().__init__(capability + (f": {why}" if why else ""))
         self.capability = capability
         self.why = why
+
+
+# set by spec.runner while a claim runs: the capabilities some part of an example could not use, with why
+SKIPPED_PARTS: ContextVar[dict[str, str] | None] = ContextVar("skipped_parts", default=None)
+
+
+def skip_part(exc: NotExposed) -> None:
+    """Record that one part of a claim's example needs what the target lacks; the rest of the example counts.
+
+    For a claim with two halves, e.g. GEN-3's padded logits (checked) and padded ``generate`` (a
+    generate that takes no attention mask): raising NotExposed would discard the example, and the
+    half that was checked with it. The runner names the skipped part in the result's detail.
+    """
+    parts = SKIPPED_PARTS.get()
+    if parts is not None:
+        parts[exc.capability] = str(exc)
 
 
 class Tokenizer(Protocol):

@@ -17,7 +17,7 @@ from torch import Tensor
 from spec.catalog import claim
 from spec.claims.dec import check_greedy_step
 from spec.strategies import target_ids
-from spec.target import Target
+from spec.target import NotExposed, Target, skip_part
 from spec.tolerance import CLASSES, ToleranceClass, assert_equal, assert_logits_close, check
 
 
@@ -156,7 +156,11 @@ def gen_3(target: Target, data: st.DataObject) -> None:
                      f"row {r} (length {row.shape[1]}, padding {start}): batched logits at real positions vs alone")
     if not has_generate:
         return
-    out = target.generate(padded, n_new, mask)
+    try:
+        out = target.generate(padded, n_new, mask)
+    except NotExposed as exc:  # a generate without a mask (TransformerLens): the logits above still count
+        skip_part(exc)
+        return
     check(tuple(out.shape) == (len(singles), width + n_new),
           f"generate of a padded [{len(singles)}, {width}] batch returned shape {tuple(out.shape)}")
     assert_equal(out[:, :width], padded, "the padded prompts at the start of the batched generation")

@@ -14,7 +14,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import reference
 from reference.config import ModelConfig
+from reference.presets import preset
 from spec import report, strategies
 from spec.catalog import CATALOG, Claim, claim, ordered
 from spec.cli import main
@@ -185,6 +187,40 @@ def test_runner_skips_examples_a_target_cannot_run_and_says_so() -> None:
     assert none.status == NOT_EXPOSED and none.examples == 0 and "cannot be expressed" in none.detail
     assert run_claim(_partly_exposed_claim(0, "reference_model"), t, profile=profile).status == NO_CONVERTER
     assert run_claim(_partly_exposed_claim(10), t, profile=profile).detail == ""  # all ran: nothing to say
+
+
+def test_runner_counts_an_example_whose_unexposed_part_was_skipped() -> None:
+    """spec.target.skip_part: the example ran (and counts); the detail names the part that could not."""
+    from spec.target import skip_part
+
+    def check(target: Target, data: st.DataObject) -> None:
+        data.draw(st.integers(0, 9), label="x")
+        skip_part(NotExposed("generate", "takes no attention mask"))
+
+    r = run_claim(Claim("ZZZ-6", "a claim for testing", "nowhere", (), "none", check), LogitsOnly(), profile=FAST)
+    assert r.status == PASSED and r.examples == 5 and "generate: takes no attention mask" in r.detail
+    skip_part(NotExposed("generate"))  # outside a run: nothing to record into, and no error
+
+
+def test_gen_3_checks_padded_logits_on_a_target_whose_generate_takes_no_mask() -> None:
+    """GEN-3's logits half still runs, and still fails a target that leaks padding, when generate refuses masks."""
+    class NoMaskGenerate(ReferenceTarget):
+        def generate(self, ids: torch.Tensor, max_new_tokens: int,
+                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+            if attention_mask is not None and not bool(attention_mask.all()):
+                raise NotExposed("generate", "takes no attention mask")
+            return super().generate(ids, max_new_tokens)
+
+    class LeaksPadding(NoMaskGenerate):
+        def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+            return super().logits(ids, None)  # padding seen as tokens
+
+    ordered()  # registers the catalog
+    good = NoMaskGenerate(reference.build(preset("llama-tiny")), name="nomask")
+    r = run_claim(CATALOG["GEN-3"], good, profile=FAST)
+    assert r.status == PASSED and r.examples > 0 and "takes no attention mask" in r.detail
+    bad = LeaksPadding(reference.build(preset("llama-tiny")), name="leaks")
+    assert run_claim(CATALOG["GEN-3"], bad, profile=FAST).status == FAILED
 
 
 def test_reference_target_exposes_everything_but_trained() -> None:

@@ -22,10 +22,8 @@ from pathlib import Path
 from spec import profiles
 
 # The peers, each beside the built-in target with the same weights (smollm2 itself runs in the main test run).
-# tlens:smollm2 is not in the list yet: its full catalog run takes over 10 min here and was never seen to finish;
-# run it on its own with `python -m spec.conformance tlens:smollm2 --out tlens.md`.
 PEER_TARGETS: tuple[str, ...] = ("reference:gpt2-tiny", "tlens:gpt2-tiny", "reference:llama-tiny", "tlens:llama-tiny",
-                                 "reference:bloom-tiny", "tlens:bloom-tiny", "llamacpp:smollm2")
+                                 "reference:bloom-tiny", "tlens:bloom-tiny", "tlens:smollm2", "llamacpp:smollm2")
 
 
 def _section(spec: str, profile: str, expectations: Path | None) -> tuple[list[str], bool]:

@@ -8,6 +8,8 @@ build), which is exactly what the README's install step avoids.
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.default_venv_backend = "none"
@@ -49,7 +51,10 @@ def cuda(session: nox.Session) -> None:
 @nox.session
 def peers(session: nox.Session) -> None:
     """Third-party peers (TransformerLens 3.x, llama.cpp) against the catalog; writes docs/conformance.md."""
-    session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[peers]")
+    # llama-cpp-python compiles llama.cpp here; its multimodal library (mtmd, "llava") is not needed for text
+    # and is a quarter of the build: 429 s instead of 567 s on 2 cores. A user's own CMAKE_ARGS are kept.
+    cmake_args = (os.environ.get("CMAKE_ARGS", "") + " -DLLAVA_BUILD=OFF").strip()
+    session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[peers]", env={"CMAKE_ARGS": cmake_args})
     session.run("python", "-m", "spec.conformance", "--out", "docs/conformance.md", *session.posargs,
                 env={"OMP_NUM_THREADS": "2"})
 

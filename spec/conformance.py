@@ -39,8 +39,9 @@ def _section(spec: str, profile: str, expectations: Path | None) -> tuple[list[s
 
     started = time.perf_counter()
     target = resolve(spec)
+    claims = ordered()  # registers the catalog, so the expectations below are checked against every claim ID
     deviations = for_target(expectations, spec, set(CATALOG)) if expectations else {}
-    results = run_catalog(ordered(), target, profile=settings.get_profile(profile), deviations=deviations,
+    results = run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations,
                           target_spec=spec, profile_name=profile)
     tol = CLASSES[target.tolerance]
     bound = (f"KL <= {tol.max_kl} nats per position, top-1 within {tol.top1_margin} logits" if tol.distributional

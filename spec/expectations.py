@@ -48,7 +48,14 @@ def entries(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[dict[str, ob
 
 
 def load(path: str | Path, known_ids: set[str]) -> dict[str, Deviation]:
-    """Read an expectations file (with its includes); warn about entries that match no claim."""
+    """Read an expectations file (with its includes); warn about entries that match no claim.
+
+    ``known_ids`` empty means the catalog was not loaded yet (spec.catalog.load_all): every entry would
+    be dropped and each listed deviation would turn into a failure, so that is an error.
+    """
+    if not known_ids:
+        raise ValueError("expectations: no claim IDs to check the entries against; load the catalog first "
+                         "(spec.catalog.load_all)")
     out: dict[str, Deviation] = {}
     for entry in entries(path):
         cid, reason = str(entry.get("claim", "")), str(entry.get("reason", "")).strip()

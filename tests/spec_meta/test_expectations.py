@@ -56,6 +56,13 @@ def test_for_target_reads_a_file_or_a_folder(tmp_path: Path) -> None:
         for_target(tmp_path / "typo", "hf:gpt2", {"GEN-4"})
 
 
+def test_expectations_refuse_an_empty_catalog(tmp_path: Path) -> None:
+    """Read before the claims are registered, every entry would be dropped as unknown: loud, not silent."""
+    (tmp_path / "llamacpp-smollm2.toml").write_text('[[deviation]]\nclaim = "TOK-1"\nreason = "r"\n')
+    with pytest.raises(ValueError, match="load the catalog first"):
+        for_target(tmp_path, "llamacpp:smollm2", set())
+
+
 def test_listed_deviation_that_fails_is_expected_and_one_that_passes_is_a_failure() -> None:
     dev = Deviation("GEN-4", "known")
     failing = run_claim(CATALOG["GEN-4"], Jittery(), profile=FAST, deviation=dev)

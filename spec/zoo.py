@@ -5,11 +5,11 @@ records two numbers, both deterministic under the derandomized ``ci`` profile:
 
 - examples to kill: how many examples Hypothesis generated for that claim up to and
   including the first one that failed (1 = the first example already failed);
-- size: the size of that failing example, counted as the scalars the claim drew in it
-  (each drawn tensor counts its elements, each drawn number one, lists and tuples the
+- size: the size of the shrunk counterexample, counted as the scalars the claim drew in
+  it (each drawn tensor counts its elements, each drawn number one, lists and tuples the
   sum of their items; values the claim derives from drawn seeds, such as random hidden
-  states, are not counted). The zoo does not shrink (that would add minutes to CI:
-  statistical claims re-run thousands of draws per shrink step).
+  states, are not counted). Hypothesis's shrinking is deterministic for a deterministic
+  claim, so this number is as stable as the first.
 
 ``next-token-spec zoo --markdown`` prints the matrix; tests/spec_meta/test_zoo.py runs
 one mutant per test and checks its row against the committed file.
@@ -32,10 +32,9 @@ from spec.catalog import Claim, ordered
 from spec.runner import FAILED, Result, run_catalog
 from spec.target import NotExposed, Target
 
-# The zoo's profile: the ci profile (derandomized, 25 examples per claim) without the target and shrink phases:
-# a kill is decided by the first failing example, and shrinking every kill costs up to as much again (docs).
+# The zoo's profile: the ci profile (derandomized, 25 examples per claim) without the target and explain phases.
 ZOO_PROFILE = "ci"
-ZOO_PHASES = (Phase.explicit, Phase.reuse, Phase.generate)
+ZOO_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink)
 DOC = "docs/kill-matrix.md"
 
 
@@ -52,7 +51,7 @@ class Kill:
 
     claim: str
     examples: int  # examples generated up to and including the first failing one
-    size: int  # scalars drawn in that failing example
+    size: int  # scalars drawn in the shrunk counterexample
     detail: str  # the first line of the failure
 
 
@@ -205,7 +204,7 @@ tests/spec_meta/test_zoo.py fails when a row or the summary here is stale.
 
 Each mutant (spec/targets/mutants.py, target `mutant:<name>`) is the reference with one
 realistic bug. The whole catalog runs against it under the derandomized `ci` profile
-(25 examples per claim, fewer for statistical claims) without shrinking; the global
+(25 examples per claim, fewer for statistical claims), each kill shrunk; the global
 torch RNG is seeded with 0 before each claim. A claim *kills* a mutant when it fails for a reason
 other than a crash of the mutant itself (TypeError, AttributeError, NameError). The
 same catalog runs against the built-in correct targets in CI (the pytest plugin) and
@@ -215,15 +214,11 @@ Each kill is written `CLAIM (examples/size)`:
 
 - *examples*: how many examples Hypothesis generated for the claim up to and including
   the first failing one (1 = the very first example failed);
-- *size*: the size of that first failing example, counted as the scalars the claim drew
-  in it (a drawn tensor counts its elements, a drawn number one, a list or tuple the sum
-  of its items; hidden states the claim generates from a drawn seed are not counted,
-  only the seed). The zoo stops at the first failing example and does not shrink it,
-  to stay within its CI budget: shrinking costs most where many claims fail (measured
-  on batch-rows-leak: 23 s of CPU without shrinking, 50 s with), and a statistical
-  claim re-runs thousands of seeded draws per shrink step. Hypothesis draws small
-  examples first, so these sizes are small anyway; `next-token-spec check
-  mutant:<name> --claim ID` shows the fully shrunk counterexample of any kill.
+- *size*: the size of the counterexample Hypothesis shrank that failure to, counted as
+  the scalars the claim drew in it (a drawn tensor counts its elements, a drawn number
+  one, a list or tuple the sum of its items; hidden states the claim generates from a
+  drawn seed are not counted, only the seed). `next-token-spec check mutant:<name>
+  --claim ID` prints that counterexample.
 
 """
 

@@ -33,10 +33,9 @@ Classes (atol, rtol), and why:
   the same file: worst KL 0.0073 and max |dz| 0.85 on the 13-token IOI prompt, but KL up to
   0.039 on the random token sequences REF-1 draws in the ci profile (no context the model
   was trained on, so flatter, noisier distributions). max_kl = 0.08 keeps a 2x margin over
-  that worst case;
-  a real bug (another position's logits, a permuted vocabulary) gives KL of order 1 and
-  more (the same test). atol = 0.5 is the
-  class's logit noise, used where claims need a band in logits (greedy near-ties).
+  that worst case; a real bug (another position's logits, a permuted vocabulary) gives KL
+  of order 1 and more (the same test). atol = 0.5 is the class's logit noise, used where
+  claims need a band in logits (greedy near-ties).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ records two numbers, both deterministic under the derandomized ``ci`` profile:
 - size: the size of the shrunk counterexample, counted as the scalars the claim drew in
   it (each drawn tensor counts its elements, each drawn number one, lists and tuples the
   sum of their items; values the claim derives from drawn seeds, such as random hidden
-  states, are not counted). Hypothesis's shrinking is deterministic for a deterministic
-  claim, so this number is as stable as the first.
+  states, are not counted). Shrinking starts from the first failure alone
+  (``zoo_settings``: no search for further bugs, which is timed), so for a deterministic
+  claim this number is as stable as the first.
 
 ``next-token-spec zoo --markdown`` prints the matrix; tests/spec_meta/test_zoo.py runs
 one mutant per test and checks its row against the committed file.

@@ -118,6 +118,8 @@ def _check(args: argparse.Namespace) -> int:
     results = run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations,
                           target_spec=args.target, profile_name=profile)
     print(report.table(results))
+    if report.notes(results):
+        print("\n" + report.notes(results))
     print("\n" + report.summary(results))
     fails = report.failures(results, CATALOG)
     if fails:

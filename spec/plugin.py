@@ -129,6 +129,9 @@ class ClaimItem(pytest.Item):
                            profile_name=str(settings._current_profile))
         self.user_properties.append(("examples", result.examples))
         self.user_properties.append(("worst", result.worst))
+        if result.notes:  # choices the sources leave open: information, shown with -rA and in JUnit XML
+            self.user_properties.append(("noted", result.notes_line()))
+            self.add_report_section("call", "noted", result.notes_line())
         if result.status == FAILED:
             raise ClaimFailure(result)
         if result.status == DEVIATION:

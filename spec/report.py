@@ -26,6 +26,14 @@ def table(results: list[Result], width: int = 60) -> str:
     return "\n".join(lines)
 
 
+def notes(results: list[Result]) -> str:
+    """What each target chose where the sources leave a choice open, and weight facts set aside: information."""
+    lines = [f"  {r.claim}: {r.notes_line()}" for r in results if r.notes]
+    if not lines:
+        return ""
+    return "\n".join(["noted (choices the sources leave open; facts set aside; not failures):", *lines])
+
+
 def summary(results: list[Result]) -> str:
     counts: dict[str, int] = {}
     for r in results:
@@ -50,6 +58,9 @@ def markdown(results: list[Result]) -> str:
     lines = ["| claim | statement | status | examples | worst error / tolerance |", "|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.claim} | {r.statement.replace('|', '/')} | {r.status} | {r.examples} | {_worst(r)} |")
+    noted = [f"- {r.claim}: {r.notes_line()}" for r in results if r.notes]
+    if noted:
+        lines += ["", "Noted (choices the sources leave open, facts set aside; not failures):", "", *noted]
     return "\n".join(lines) + "\n"
 
 
@@ -59,6 +70,10 @@ def junit(results: list[Result], suite: str) -> str:
                       skipped=str(sum(r.status not in (PASSED, FAILED) for r in results)))
     for r in results:
         case = ET.SubElement(root, "testcase", classname=r.target, name=r.claim, time=f"{r.seconds:.3f}")
+        if r.notes:
+            props = ET.SubElement(case, "properties")
+            for topic, seen in r.notes.items():
+                ET.SubElement(props, "property", name=topic, value=", ".join(seen))
         if r.status == FAILED:
             fail = ET.SubElement(case, "failure", message=r.detail.splitlines()[0] if r.detail else "failed")
             fail.text = f"{r.detail}\n\n{r.counterexample}\n\nreproduce: {r.reproduce}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis import strategies as st
@@ -19,7 +19,7 @@ from hypothesis.reporting import with_reporter
 
 from spec.catalog import Claim
 from spec.expectations import Deviation
-from spec.target import SKIPPED_PARTS, NotExposed, Target
+from spec.target import NOTES, SKIPPED_PARTS, NotExposed, Target
 from spec.tolerance import Recorder, recording, stop_recording
 
 PASSED, FAILED = "passed", "failed"
@@ -39,6 +39,14 @@ class Result:
     counterexample: str = ""
     reproduce: str = ""
     seconds: float = 0.0
+    # what the target chose where the sources leave a choice open (spec.target.note): topic -> {choice: count}
+    notes: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def notes_line(self) -> str:
+        """The notes as one line, e.g. 'greedy tie: lowest ID (3), not the lowest ID (1)'."""
+        return "; ".join(f"{topic}: " + ", ".join(f"{obs} ({n})" if len(seen) > 1 else obs
+                                                  for obs, n in seen.items())
+                         for topic, seen in self.notes.items())
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -89,6 +97,7 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
     unexposed: dict[str, str] = {}
     token = recording(rec)
     parts = SKIPPED_PARTS.set(unexposed)  # parts of examples skipped by spec.target.skip_part
+    noted = NOTES.set(result.notes)  # what the target chose where the sources leave it free (spec.target.note)
     try:
         with with_reporter(report.append):
             prop()
@@ -104,6 +113,7 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
     finally:
         stop_recording(token)
         SKIPPED_PARTS.reset(parts)
+        NOTES.reset(noted)
     result.examples = count[0]
     result.worst = rec.worst if rec.comparisons else None
     if result.status == PASSED and unexposed:  # passed on the examples it could run: say which it could not

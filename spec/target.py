@@ -48,6 +48,25 @@ def skip_part(exc: NotExposed) -> None:
         parts[exc.capability] = str(exc)
 
 
+# set by spec.runner while a claim runs: what the target chose where the sources leave a choice open, and facts
+# about its weights a claim set aside (topic -> {observation: how many times})
+NOTES: ContextVar[dict[str, dict[str, int]] | None] = ContextVar("notes", default=None)
+
+
+def note(topic: str, observation: str) -> None:
+    """Report, as information and never as a failure, what the target did where the sources leave it free.
+
+    E.g. ``note("greedy tie", "not the lowest ID")`` or ``note("top-k tie at the k-th place", "keeps all tied")``,
+    or a fact about the weights a claim excluded from its property (``note("zero rows of E", "[2]")``). The runner
+    gathers the observations per topic with their counts into the result, shown beside the table and in every
+    report. Outside a run it does nothing.
+    """
+    notes = NOTES.get()
+    if notes is not None:
+        seen = notes.setdefault(topic, {})
+        seen[observation] = seen.get(observation, 0) + 1
+
+
 class Tokenizer(Protocol):
     """What a claim needs of a tokenizer."""
 

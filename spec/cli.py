@@ -42,7 +42,10 @@ def _main(argv: Sequence[str] | None) -> int:
     p_check.add_argument("--report", default=None, help="write a report: .json, .md or .xml (JUnit)")
     p_check.add_argument("--claim", action="append", default=[], help="only these claim IDs (repeatable)")
     p_check.add_argument("--expectations", default=None,
-                         help="a TOML file of expected deviations, or a folder of <target>.toml (e.g. expectations/)")
+                         help="a TOML file of expected deviations, or a folder of <target>.toml (default: the "
+                              "built-in targets' committed deviations, spec/targets/expectations/, as pytest uses)")
+    p_check.add_argument("--no-expectations", action="store_true",
+                         help="expect no deviation: every listed deviation is reported as the failure it is")
 
     p_explain = sub.add_parser("explain", help="follow one prediction through the model, stage by stage")
     p_explain.add_argument("prompt")
@@ -99,7 +102,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from spec import report
     from spec.catalog import CATALOG, ordered
-    from spec.expectations import for_target
+    from spec.expectations import BUILTIN, for_target
     from spec.runner import FAILED, run_catalog
     from spec.targets.registry import resolve
 
@@ -112,7 +115,11 @@ def _check(args: argparse.Namespace) -> int:
             return 2
         claims = [c for c in claims if c.id in args.claim]
     target = resolve(args.target, device=args.device, dtype=args.dtype)
-    deviations = for_target(args.expectations, args.target, set(CATALOG)) if args.expectations else {}
+    if args.no_expectations and args.expectations:
+        print("--expectations and --no-expectations contradict each other; give one", file=sys.stderr)
+        return 2
+    folder = None if args.no_expectations else (args.expectations or BUILTIN)
+    deviations = for_target(folder, args.target, set(CATALOG)) if folder else {}
     print(f"target {target.describe()} on {args.device} ({args.dtype}), profile {profile}, "
           f"{len(claims)} claims", flush=True)
     results = run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations,

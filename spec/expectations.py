@@ -13,9 +13,11 @@ HuggingFace families share; files whose names start with ``_`` belong to no targ
 An entry whose claim ID is not in the catalog is reported as a warning; one that names
 a claim that then passes is a failure (spec.runner): stale expectations hide nothing.
 
-The built-in targets' files are committed in ``expectations/`` at the repository root;
-pytest finds them through the ini option ``next_token_spec_expectations`` (pyproject.toml),
-which ``--expectations DIR`` overrides.
+The built-in targets' files ship with the package in ``spec/targets/expectations/``
+(:data:`BUILTIN`): ``next-token-spec check``, ``python -m spec.conformance`` and the pytest plugin all
+read them by default, so a built-in target gets the same verdict from each. ``--expectations PATH``
+overrides them (and for pytest so does the ini option ``next_token_spec_expectations``);
+``--no-expectations`` turns them off.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+BUILTIN = Path(__file__).resolve().parent / "targets" / "expectations"  # the built-in targets' deviations
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ Installed through the ``pytest11`` entry point, so any project's test suite can 
 item: passed claims pass, failed claims fail with the shrunk counterexample and a
 command that reproduces it, claims the target cannot run (a missing capability, or
 random weights for a claim about trained ones) are skipped with the reason named, and
-expected deviations (expectations/<target>.toml, see spec.expectations) are xfailed, and a
+expected deviations (spec/targets/expectations/<target>.toml by default, see spec.expectations) are xfailed, and a
 listed deviation whose claim passes fails, so stale entries cannot hide anything.
 NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1 makes a trained model that cannot be located
 (spec.targets.smollm2) a failure instead of a skip.
@@ -39,11 +39,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--dtype", default="float32", help="dtype for targets (float32, float64, bfloat16, float16)")
     group.addoption("--expectations", default=None, metavar="DIR",
                     help="folder of per-target expected-deviation files (<target>.toml); overrides the ini option "
-                         "next_token_spec_expectations")
+                         "next_token_spec_expectations and the default, the built-in targets' committed files")
+    group.addoption("--no-expectations", action="store_true",
+                    help="expect no deviation on any target (each listed deviation fails as what it is)")
     parser.addini("next_token_spec_targets", "targets checked when no --target is given", type="linelist",
                   default=[])
     parser.addini("next_token_spec_expectations", "folder of per-target expected-deviation files, relative to the "
-                  "ini file, used when --expectations is not given", default="")
+                  "ini file, used when --expectations is not given (default: the built-in targets' committed "
+                  "files, spec/targets/expectations/)", default="")
 
 
 def devices(config: pytest.Config) -> list[str]:
@@ -153,13 +156,18 @@ class ClaimItem(pytest.Item):
 
 
 def expectations_folder(config: pytest.Config) -> Path | None:
-    """--expectations (relative to the working directory), else the ini option (relative to the ini file)."""
+    """--expectations (relative to the working directory), else the ini option (relative to the ini file), else the
+    built-in targets' committed files, as ``next-token-spec check`` uses; None with --no-expectations."""
+    from spec.expectations import BUILTIN
+
+    if config.getoption("--no-expectations"):
+        return None
     given = config.getoption("--expectations")
     if given:
         return Path(given)
     ini = str(config.getini("next_token_spec_expectations") or "")
     if not ini:
-        return None
+        return BUILTIN
     return (config.inipath.parent if config.inipath else config.rootpath) / ini
 
 

@@ -19,7 +19,7 @@ DEFAULT_REFERENCE_PRESET = "llama-tiny"
 
 # What plain `pytest` (and `nox -s tests`) checks the catalog against: the reference, HF itself in every family
 # reference/convert/ supports (spec.targets.hf_presets), and the real trained SmolLM2 through both loaders.
-# Their expected deviations are in expectations/ (pyproject.toml's next_token_spec_expectations).
+# Their expected deviations are in spec/targets/expectations/ (spec.expectations.BUILTIN).
 BUILTIN_TARGETS: tuple[str, ...] = (
     "reference:gpt2-tiny", "reference:llama-tiny", "reference:bloom-tiny",
     "hf:gpt2", "hf:llama", "hf:opt", "hf:gpt_neox", "hf:gptj", "hf:mistral", "hf:qwen2", "hf:gemma", "hf:phi3",

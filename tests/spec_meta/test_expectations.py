@@ -1,8 +1,8 @@
-"""Expected deviations: the committed expectations/ folder, strictness, and the pytest plugin's use of them.
+"""Expected deviations: the committed spec/targets/expectations/ folder, strictness, and the plugin's use of them.
 
 A listed deviation whose claim fails is reported as an expected deviation (xfail in
 pytest); one whose claim passes is a failure, so a stale entry cannot hide a later
-regression. The built-in targets' files live in expectations/ and every entry there must
+regression. The built-in targets' files live in spec/targets/expectations/ and every entry there must
 name a claim of the catalog and give a reason.
 """
 
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from spec.catalog import CATALOG, load_all
 from spec.conformance import PEER_TARGETS
-from spec.expectations import Deviation, file_name, for_target, load
+from spec.expectations import BUILTIN, Deviation, file_name, for_target, load
 from spec.expectations import entries as expectation_entries
 from spec.runner import DEVIATION, FAILED, PASSED, examples_for, run_claim
 from spec.target import Target
@@ -73,7 +73,7 @@ def test_listed_deviation_that_fails_is_expected_and_one_that_passes_is_a_failur
 
 
 def test_committed_expectations_name_real_claims_and_builtin_targets() -> None:
-    folder = ROOT / "expectations"
+    folder = BUILTIN
     files = sorted(folder.glob("*.toml"))
     assert files, "expectations/ holds the built-in targets' deviations"
     known_files = {file_name(t) for t in (*BUILTIN_TARGETS, *PEER_TARGETS)}

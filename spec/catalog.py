@@ -49,6 +49,22 @@ class Claim:
 
 CATALOG: dict[str, Claim] = {}
 
+# Every claim the source documents make, by ID: the project's own list, which the registered catalog must match
+# exactly (tests/spec_meta/test_framework.py). Add an ID here when a claim is added to the documents.
+CLAIM_IDS: tuple[str, ...] = (
+    "TOK-1", "TOK-2", "TOK-3", "TOK-4", "TOK-5",
+    "EMB-1", "EMB-2", "EMB-3", "EMB-4", "EMB-5", "EMB-6", "EMB-7", "EMB-8",
+    "POS-1", "POS-2", "POS-3",
+    "ATT-1", "ATT-2", "ATT-3", "ATT-4", "ATT-5", "ATT-6",
+    "MLP-1", "MLP-2", "RES-1", "NORM-1", "BLK-1",
+    "OUT-1", "OUT-2", "OUT-3", "OUT-4", "OUT-5", "OUT-6", "OUT-7",
+    "SOFT-1", "SOFT-2", "SOFT-3", "SOFT-4", "SOFT-5", "SOFT-6", "SOFT-7",
+    "DEC-1", "DEC-2", "DEC-3", "DEC-4", "DEC-5",
+    "GEN-1", "GEN-2", "GEN-3", "GEN-4",
+    "REF-1",
+    "TR-1", "TR-2", "TR-3", "TR-4", "TR-5", "TR-6", "TR-7",
+)
+
 FAMILY_ORDER = ("TOK", "EMB", "POS", "ATT", "MLP", "RES", "NORM", "BLK", "OUT", "SOFT", "DEC", "GEN", "REF", "TR")
 
 

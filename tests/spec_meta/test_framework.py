@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import warnings
@@ -18,7 +17,7 @@ import reference
 from reference.config import ModelConfig
 from reference.presets import preset
 from spec import report, strategies
-from spec.catalog import CATALOG, Claim, claim, ordered
+from spec.catalog import CATALOG, CLAIM_IDS, Claim, claim, ordered
 from spec.cli import main
 from spec.expectations import load
 from spec.runner import FAILED, NEEDS_TRAINED, NO_CONVERTER, NOT_EXPOSED, PASSED, run_claim
@@ -27,18 +26,18 @@ from spec.targets.reference_target import ReferenceTarget
 from spec.tolerance import CLASSES, Recorder, assert_close, assert_equal, error_ratio, recording, stop_recording
 
 ROOT = Path(__file__).resolve().parents[2]
-CLAIMS_MD = ROOT.parent / "shared" / "claims.md"
 FAST = settings(max_examples=5, derandomize=True, database=None)
 
 
-def test_every_claim_of_shared_claims_md_is_registered() -> None:
-    if not CLAIMS_MD.exists():
-        pytest.fail(f"{CLAIMS_MD} is missing: the spec's claim list comes from shared/claims.md")
-    ids = re.findall(r"^- ([A-Z]+-[0-9]+) ", CLAIMS_MD.read_text(encoding="utf-8"), flags=re.M)
-    assert ids, "no claim IDs parsed from shared/claims.md"
+def test_the_registered_catalog_is_exactly_the_project_list_of_claims() -> None:
+    """spec.catalog.CLAIM_IDS is the source of truth: every listed claim registered, nothing registered beside it."""
     ordered()
-    missing = [i for i in ids if i not in CATALOG]
-    assert not missing, f"claims not in the spec yet: {missing}"
+    assert len(CLAIM_IDS) == len(set(CLAIM_IDS)) == 58
+    missing = [i for i in CLAIM_IDS if i not in CATALOG]
+    assert not missing, f"claims of the documents not in the spec: {missing}"
+    extra = sorted(set(CATALOG) - set(CLAIM_IDS))
+    assert not extra, f"registered claims that spec.catalog.CLAIM_IDS does not list: {extra}"
+    assert [c.id for c in ordered()] == list(CLAIM_IDS), "the catalog's order is the pipeline order of CLAIM_IDS"
 
 
 def test_every_claim_has_statement_source_and_tolerance() -> None:

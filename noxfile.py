@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, typecheck, coverage, cuda, peers, docs.
+"""nox sessions: tests, lint, typecheck, coverage, cuda, peers, docs, soak.
 
 Sessions run in the current environment (venv_backend "none"): install the project
 once as the README says, then `nox -s tests lint typecheck`. Creating a fresh venv per
@@ -68,3 +68,11 @@ def docs(session: nox.Session) -> None:
     with open("docs/kill-matrix.md", "w", encoding="utf-8") as out:
         session.run("next-token-spec", "zoo", "--markdown", stdout=out)
     session.run("next-token-spec", "figures", "docs/figures")  # docs/figures.md's pictures (~1 min, SmolLM2)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The catalog N times with fresh random seeds on the targets given, failures counted per claim (spec.soak);
+    not part of CI. E.g. ``nox -s soak -- --runs 50 --jobs 2 reference:llama-tiny hf:llama --out soak.md``."""
+    args = session.posargs or ["--runs", "10", "reference:llama-tiny"]
+    session.run("python", "-m", "spec.soak", *args, env={"OMP_NUM_THREADS": "1"})

@@ -32,6 +32,7 @@ class Claim:
     kind: str = "numeric"  # exact | numeric | statistical
     max_examples: int | None = None  # None: the profile's; statistical claims run fewer, larger examples
     precise: str = ""  # where the documents were loose: what the property makes precise
+    alpha: float | None = None  # statistical claims: the stated chance that one run fails a correct target
 
     @property
     def family(self) -> str:
@@ -69,7 +70,8 @@ FAMILY_ORDER = ("TOK", "EMB", "POS", "ATT", "MLP", "RES", "NORM", "BLK", "OUT", 
 
 
 def claim(id: str, statement: str, *, source: str, needs: tuple[str, ...] = (), tolerance: str,
-          kind: str = "numeric", max_examples: int | None = None, precise: str = "") -> Callable[[Check], Check]:
+          kind: str = "numeric", max_examples: int | None = None, precise: str = "",
+          alpha: float | None = None) -> Callable[[Check], Check]:
     """Register the decorated property under ``id``."""
     if not _ID.match(id):
         raise ValueError(f"claim id {id!r} must look like 'ABC-1'")
@@ -78,11 +80,14 @@ def claim(id: str, statement: str, *, source: str, needs: tuple[str, ...] = (), 
         raise ValueError(f"claim {id} needs unknown capabilities {unknown}")
     if kind not in ("exact", "numeric", "statistical"):
         raise ValueError(f"claim {id}: kind must be exact, numeric or statistical, got {kind!r}")
+    if alpha is not None and (kind != "statistical" or not 0.0 < alpha < 1.0):
+        raise ValueError(f"claim {id}: a statistical claim states its per-run false-alarm rate alpha in (0, 1), "
+                         f"and only a statistical claim has one; got kind {kind!r}, alpha {alpha!r}")
 
     def register(fn: Check) -> Check:
         if id in CATALOG:
             raise ValueError(f"claim {id} registered twice")
-        CATALOG[id] = Claim(id, statement, source, tuple(needs), tolerance, fn, kind, max_examples, precise)
+        CATALOG[id] = Claim(id, statement, source, tuple(needs), tolerance, fn, kind, max_examples, precise, alpha)
         return fn
 
     return register

@@ -219,7 +219,7 @@ def _emb6_corpus(device: torch.device) -> tuple[Tensor, Tensor]:
 @claim("EMB-6", "Usage shapes meaning: training on a corpus where two tokens are interchangeable makes their "
                 "embeddings more similar in direction than a control pair's.",
        source="the-embedding \"Learned, not defined\"", needs=("build", "train_step", "embedding_matrix"),
-       kind="statistical", max_examples=2,
+       kind="statistical", max_examples=2, alpha=2e-4,
        tolerance=f"a run succeeds when cos(E_a, E_b) ends >= {_EMB6_MARGIN} above cos(E_c, E_d) and >= {_EMB6_MARGIN} "
                  f"above its own start; the claim needs a majority of {_EMB6_RUNS} runs. On the reference 3.5% of "
                  "runs fail (14 of 400 seeds; 95% upper bound 5.5%), so a correct target fails an example with "
@@ -311,6 +311,7 @@ def _mean_abs_cos(d: int) -> float:
 @claim("EMB-8", "Random directions in high dimension are nearly orthogonal: |cos| of two independent random vectors "
                 "concentrates near 0 with spread about 1/sqrt(d).",
        source="the-embedding \"Why no duplicates?\"", needs=(), kind="statistical", max_examples=5,
+       alpha=5 * _EMB8_ALPHA,
        tolerance=f"three tests per example at total false-alarm rate {_EMB8_ALPHA} (Bonferroni, {_EMB8_ALPHA / 3:.2g} "
                  f"each) on {_EMB8_PAIRS} pairs: Kolmogorov-Smirnov of cos against its exact law, and z-tests of the "
                  "means of |cos| and cos^2 against their exact values (n = 2000 makes the normal approximation of a "

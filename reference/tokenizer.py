@@ -45,6 +45,11 @@ Limits, stated rather than hidden:
 
 * A Python ``str`` may hold lone surrogates (e.g. ``"\\ud800"``); those have no
   UTF-8 encoding, so ``encode`` rejects them with a ``ValueError``.
+* A vocabulary read from a trained model's file may lack some byte tokens
+  (SmolLM2's lacks 21; see ``reference.convert.gguf``). Text needing such a byte
+  cannot be encoded, and ``encode`` says so with a ``ValueError`` naming the
+  character and its index, rather than dropping the byte (what HuggingFace's BPE
+  without an unknown token does) and returning ids that decode to other text.
 * An arbitrary id sequence may cut a multi-byte character in half; ``decode``
   then uses ``errors="replace"`` (U+FFFD per broken sequence), as HuggingFace and
   tiktoken do, instead of raising.
@@ -56,11 +61,13 @@ Limits, stated rather than hidden:
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import json
 import operator
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -88,6 +95,7 @@ LLAMA3_PATTERN = (
 )
 
 _CACHE_LIMIT = 1 << 16  # pre-token words remembered per tokenizer
+_CACHE_MAX_WORD = 256  # longer words are not remembered, so the cache holds at most ~16M characters
 
 
 def _byte_alphabet() -> list[str]:
@@ -322,42 +330,88 @@ class ByteBPETokenizer:
         first (longest match wins) and become their own ids; without it their
         characters are encoded like any other text. Each remaining stretch is cut
         by the pre-tokenizer pattern and each piece is BPE-merged on its own.
+
+        Nothing is dropped or invented: TypeError if ``text`` is not a str,
+        ValueError for a lone surrogate or for a character whose UTF-8 needs a
+        byte this vocabulary has no token for (see :meth:`_check_encodable`).
         """
+        if not isinstance(text, str):
+            hint = " (decode bytes to str first, e.g. data.decode('utf-8'))" if isinstance(text, bytes) else ""
+            raise TypeError(f"text: expected a str, got {type(text).__name__}{hint}")
         _utf8(text)  # reject lone surrogates up front, with a clear message
         ids: list[int] = []
-        for chunk, special_id in self._split_special(text, allow_special):
+        for start, chunk, special_id in self._split_special(text, allow_special):
             if special_id is not None:
                 ids.append(special_id)
                 continue
+            self._check_encodable(chunk, start)
             for piece in split_isolated(self._regex, chunk):
                 ids.extend(self._encode_word(piece))
         return ids
 
-    def _split_special(self, text: str, allow_special: bool) -> Iterator[tuple[str, int | None]]:
-        """Yield (plain text, None) and (special token, its id) stretches of ``text`` in order."""
+    def _split_special(self, text: str, allow_special: bool) -> Iterator[tuple[int, str, int | None]]:
+        """Yield (start index, plain text, None) and (start index, special token, its id) stretches in order."""
         if not allow_special or self._special_regex is None:
-            yield text, None
+            yield 0, text, None
             return
         end = 0
         for match in self._special_regex.finditer(text):
             if match.start() > end:
-                yield text[end : match.start()], None
-            yield match.group(), self._specials[match.group()]
+                yield end, text[end : match.start()], None
+            yield match.start(), match.group(), self._specials[match.group()]
             end = match.end()
         if end < len(text):
-            yield text[end:], None
+            yield end, text[end:], None
+
+    @functools.cached_property
+    def _tokenless_bytes(self) -> bytes:
+        """The byte values that have no token (``_byte_ids`` entry -1), in order; usually none.
+
+        The constructor insists on all 256 byte tokens; a subclass reading a model's file
+        may take some out again (``reference.convert.gguf.GGUFByteBPETokenizer``). Computed
+        on first use, i.e. after any subclass has finished its constructor.
+        """
+        return bytes(b for b, i in enumerate(self._byte_ids) if i < 0)
+
+    @functools.cached_property
+    def _tokenless_regex(self) -> re.Pattern[bytes] | None:
+        """A regex matching any byte of :attr:`_tokenless_bytes`; None when every byte has a token."""
+        missing = self._tokenless_bytes
+        return re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in missing) + b"]") if missing else None
+
+    def _check_encodable(self, chunk: str, start: int) -> None:
+        """Raise ValueError at the first character of ``chunk`` whose UTF-8 has a byte without a token.
+
+        ``start`` is the chunk's index in the whole text, so the message points into
+        what the caller passed. Dropping the byte instead would return ids that
+        decode to different text, a silent wrong answer.
+        """
+        if self._tokenless_regex is None:
+            return
+        data = chunk.encode("utf-8")
+        found = self._tokenless_regex.search(data)
+        if found is None:
+            return
+        index = len(data[: found.start()].decode("utf-8", errors="ignore"))  # characters wholly before the byte
+        char = chunk[index]
+        raise ValueError(
+            f"text: cannot encode {char!r} (U+{ord(char):04X}) at index {start + index}: its UTF-8 byte "
+            f"0x{data[found.start()]:02x} has no token in this vocabulary, which lacks "
+            f"{len(self._tokenless_bytes)} of the 256 byte tokens"
+        )
 
     def _encode_word(self, word: str) -> tuple[int, ...]:
-        """Token ids of one pre-token word, remembered in a bounded cache."""
+        """Token ids of one pre-token word; words up to ``_CACHE_MAX_WORD`` characters are cached (bounded)."""
         cached = self._cache.get(word)
         if cached is not None:
             return cached
         data = word.encode("utf-8")
         whole = self._vocab.get(bytes_to_token(data)) if self.ignore_merges else None
         ids = (whole,) if whole is not None else self._merge_word([self._byte_ids[b] for b in data])
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[word] = ids
+        if len(word) <= _CACHE_MAX_WORD:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[word] = ids
         return ids
 
     def _merge_word(self, ids: list[int]) -> tuple[int, ...]:
@@ -366,29 +420,56 @@ class ByteBPETokenizer:
         Merging one occurrence at a time (not all occurrences of a pair at once)
         matches HuggingFace ``tokenizers`` and tiktoken even for merge lists in
         which a merged token takes part in a lower-ranked merge.
+
+        Rescanning every pair after each merge would cost O(n^2) for a word of n
+        bytes (minutes for a 32 KB run of letters). Instead the symbols form a
+        linked list (``after[i]`` is the next live position; a merged-away symbol
+        gets id -1), and a heap holds every adjacent pair that has a merge, keyed
+        by (rank, position): its top is the lowest-ranked, leftmost pair. A merge
+        only creates the two pairs around the new symbol, so it pushes at most two
+        entries; entries whose pair has since changed are skipped when popped.
+        That is O(n log n), with the same merges in the same order.
         """
         ranks = self._merge_ranks
-        while len(ids) > 1:
-            best: tuple[int, int] | None = None  # (rank, position)
-            for pos in range(len(ids) - 1):
-                entry = ranks.get((ids[pos], ids[pos + 1]))
-                if entry is not None and (best is None or entry[0] < best[0]):
-                    best = (entry[0], pos)
-            if best is None:
-                break
-            pos = best[1]
-            ids[pos : pos + 2] = [ranks[(ids[pos], ids[pos + 1])][1]]
-        return tuple(ids)
+        n = len(ids)
+        after = list(range(1, n + 1))  # n marks the end of the word
+        before = list(range(-1, n - 1))  # -1 marks its start
+        heap: list[tuple[int, int, int, int]] = []  # (rank, left position, left id, right id)
+        for pos in range(n - 1):
+            entry = ranks.get((ids[pos], ids[pos + 1]))
+            if entry is not None:
+                heap.append((entry[0], pos, ids[pos], ids[pos + 1]))
+        heapq.heapify(heap)
+        while heap:
+            _rank, left, a, b = heapq.heappop(heap)
+            right = after[left]
+            if ids[left] != a or right == n or ids[right] != b:
+                continue  # stale: one of the two symbols was merged since this entry was pushed
+            ids[left], ids[right] = ranks[(a, b)][1], -1
+            after[left] = after[right]
+            if after[left] < n:
+                before[after[left]] = left
+            for pos in (before[left], left):  # the new pairs: (previous, merged) and (merged, next)
+                if pos >= 0 and after[pos] < n:
+                    entry = ranks.get((ids[pos], ids[after[pos]]))
+                    if entry is not None:
+                        heapq.heappush(heap, (entry[0], pos, ids[pos], ids[after[pos]]))
+        return tuple(i for i in ids if i >= 0)
 
     # ---------------------------------------------------------------- decoding
 
-    def decode(self, ids: Sequence[int]) -> str:
+    def decode(self, ids: Iterable[int]) -> str:
         """Join the tokens' bytes and decode UTF-8; broken sequences become U+FFFD.
 
         Ids from ``encode`` always decode to the exact original text. An arbitrary
         id sequence can split a multi-byte character, hence ``errors="replace"``.
+        Anything but integer ids in [0, vocab_size) is an error naming the bad id
+        and its position: TypeError for a non-integer, ValueError out of range.
         """
-        data = b"".join(self._id_to_bytes[self._check_id(operator.index(i), "ids")] for i in ids)
+        if isinstance(ids, str) or not isinstance(ids, Iterable):
+            raise TypeError(f"ids: expected a sequence of int token ids in [0, {self.vocab_size}), "
+                            f"got {type(ids).__name__}")
+        data = b"".join(self._id_to_bytes[self._check_id(i, "ids", k)] for k, i in enumerate(ids))
         return data.decode("utf-8", errors="replace")
 
     # ----------------------------------------------------------- vocab lookups
@@ -433,11 +514,21 @@ class ByteBPETokenizer:
         """The raw bytes an id stands for (UTF-8 of the literal for special tokens)."""
         return self._id_to_bytes[self._check_id(i, "i")]
 
-    def _check_id(self, i: int, name: str) -> int:
-        """Return ``i`` if it is a valid id, else raise ValueError naming the parameter ``name``."""
-        if not 0 <= i < len(self._id_to_token):
-            raise ValueError(f"{name}: token id {i} is outside the vocabulary range [0, {self.vocab_size})")
-        return i
+    def _check_id(self, i: Any, name: str, position: int | None = None) -> int:
+        """``i`` as an int if it is a valid id; else TypeError (not an integer) or ValueError (out of range).
+
+        The message names the parameter ``name``, the bad id, the allowed range and,
+        for an id inside a sequence, its ``position`` there.
+        """
+        where = "" if position is None else f" (position {position} of {name})"
+        try:
+            index = operator.index(i)  # ints, numpy integers, integer 0-d tensors; never floats or strings
+        except TypeError:
+            raise TypeError(f"{name}: token id {i!r} is a {type(i).__name__}, not an int; token ids are ints in "
+                            f"[0, {self.vocab_size}){where}") from None
+        if not 0 <= index < len(self._id_to_token):
+            raise ValueError(f"{name}: token id {index} is outside the vocabulary range [0, {self.vocab_size}){where}")
+        return index
 
     def __repr__(self) -> str:
         return (

@@ -11,6 +11,7 @@ import itertools
 import json
 import random
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -569,3 +570,248 @@ def test_hf_files_that_cannot_be_reproduced_are_rejected(
     with pytest.raises(ValueError, match=message):
         ByteBPETokenizer.from_hf_tokenizer_json(path)
 
+
+
+# ------------------------------------------------- merge order: heap against the textbook loop
+
+
+def textbook_merge(data: bytes, rank: dict[tuple[str, str], int]) -> list[str]:
+    """The merge loop the tokenizer used before its heap (an independent oracle, on token strings).
+
+    After every merge, rescan all adjacent pairs and fuse the lowest-ranked one, leftmost
+    on ties: O(n^2) per word, but obviously right. ``rank`` maps each merge to its index.
+    """
+    symbols = [BYTE_TO_CHAR[b] for b in data]
+    while True:
+        found = [(rank[pair], i) for i, pair in enumerate(itertools.pairwise(symbols)) if pair in rank]
+        if not found:
+            return symbols
+        _, i = min(found)
+        symbols[i : i + 2] = [symbols[i] + symbols[i + 1]]
+
+
+def textbook_encode(tok: ByteBPETokenizer, text: str) -> list[int]:
+    """Pre-tokenize with the tokenizer's pattern, then merge each piece with :func:`textbook_merge`."""
+    pieces = split_isolated(regex.compile(tok.pattern), text)
+    if tok not in _RANKS:
+        _RANKS[tok] = {pair: r for r, pair in enumerate(tok.merges)}
+    return [tok.token_to_id(s) for piece in pieces for s in textbook_merge(piece.encode("utf-8"), _RANKS[tok])]
+
+
+_RANKS: weakref.WeakKeyDictionary[ByteBPETokenizer, dict[tuple[str, str], int]] = weakref.WeakKeyDictionary()
+
+
+@st.composite
+def merge_lists(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """Random merge lists over the letters a, b, c: merged tokens take part in later (and earlier-ranked) merges."""
+    tokens, merges = ["a", "b", "c"], []
+    for _ in range(draw(st.integers(1, 25))):
+        pair = (draw(st.sampled_from(tokens)), draw(st.sampled_from(tokens)))
+        if pair not in merges:
+            merges.append(pair)
+            if pair[0] + pair[1] not in tokens:
+                tokens.append(pair[0] + pair[1])
+    return draw(st.permutations(merges))  # any rank order, even one where a merge needs a later one's result
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(merges=merge_lists(), words=st.lists(st.text("abc", max_size=40), min_size=1, max_size=5))
+@example(merges=[("a", "b"), ("abc", "ab"), ("ab", "c"), ("b", "c")], words=["abcabc"])
+@example(merges=[("a", "a")], words=["aaaaa"])
+def test_heap_merges_equal_the_textbook_loop(merges: list[tuple[str, str]], words: list[str]) -> None:
+    vocab = _byte_vocab()
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    tok = ByteBPETokenizer(vocab, merges)
+    for word in words:
+        assert tok.encode(word) == textbook_encode(tok, word), word
+
+
+@PROPERTY
+@given(text=st.text(TEXT_CHARS, max_size=80) | CODE_LIKE)
+@example(text=CORPUS)
+def test_trained_tokenizer_merges_equal_the_textbook_loop(tok: ByteBPETokenizer, text: str) -> None:
+    assert tok.encode(text) == textbook_encode(tok, text)
+
+
+def test_long_words_encode_in_near_linear_time() -> None:
+    """A 100 KB single word completes (the textbook loop takes minutes); no timing is asserted here."""
+    vocab, merges = _with(_byte_vocab(), ab=256, abab=257), [("a", "b"), ("ab", "ab")]
+    tok = ByteBPETokenizer(vocab, merges)
+    assert tok.encode("ab" * 50_000) == [257] * 25_000  # 50,000 "ab", then paired leftmost first
+    assert tok.encode("ab" * 50_000 + "a") == [257] * 25_000 + [ord("a")]
+    assert tok.encode("b" + "ab" * 50_000) == [ord("b")] + [257] * 25_000
+
+
+def test_long_words_on_a_trained_vocabulary(tok: ByteBPETokenizer) -> None:
+    word = "the" * 33_334  # 100 KB, one pre-token piece
+    ids = tok.encode(word)
+    assert tok.decode(ids) == word
+    assert ids[:300] == textbook_encode(tok, word[:900])[:300]  # the textbook loop on a prefix it can manage
+    assert word not in tok._cache  # words longer than _CACHE_MAX_WORD are not remembered: memory stays bounded
+
+
+# ----------------------------------------------------------------- argument types
+
+
+@pytest.mark.parametrize("text", [b"abc", None, 42, ["a"]], ids=["bytes", "None", "int", "list"])
+def test_encode_rejects_non_str_with_a_type_error(tok: ByteBPETokenizer, text: Any) -> None:
+    with pytest.raises(TypeError, match=rf"^text: expected a str, got {type(text).__name__}"):
+        tok.encode(text)
+
+
+def test_encode_of_bytes_says_how_to_fix_it(tok: ByteBPETokenizer) -> None:
+    with pytest.raises(TypeError, match=r"decode bytes to str first"):
+        tok.encode(b"abc")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("ids", "shown"), [([1, 2.0], "2.0"), ([1, "a"], "'a'"), ([None], "None")])
+def test_decode_rejects_non_integer_ids_naming_them(tok: ByteBPETokenizer, ids: list[Any], shown: str) -> None:
+    v = tok.vocab_size
+    position = len(ids) - 1
+    with pytest.raises(TypeError, match=rf"^ids: token id {regex.escape(shown)} is a \w+, not an int; token ids "
+                                        rf"are ints in \[0, {v}\) \(position {position} of ids\)"):
+        tok.decode(ids)
+
+
+@pytest.mark.parametrize("ids", [None, "abc", 3])
+def test_decode_rejects_a_non_sequence(tok: ByteBPETokenizer, ids: Any) -> None:
+    with pytest.raises(TypeError, match=rf"^ids: expected a sequence of int token ids in \[0, {tok.vocab_size}\)"):
+        tok.decode(ids)
+
+
+def test_decode_accepts_integer_like_ids(tok: ByteBPETokenizer) -> None:
+    import numpy as np
+    import torch
+
+    ids = tok.encode("the cat")
+    assert tok.decode(np.array(ids)) == tok.decode(torch.tensor(ids)) == "the cat"
+    with pytest.raises(TypeError, match="not an int"):
+        tok.decode(torch.tensor(ids, dtype=torch.float32))
+    with pytest.raises(ValueError, match=rf"token id {tok.vocab_size} is outside .* \(position 1 of ids\)"):
+        tok.decode([0, tok.vocab_size])
+
+
+def test_lookups_name_a_non_integer_id(tok: ByteBPETokenizer) -> None:
+    with pytest.raises(TypeError, match=r"^i: token id '3' is a str, not an int"):
+        tok.id_to_token("3")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^i: token id 1.5 is a float, not an int"):
+        tok.token_bytes(1.5)  # type: ignore[arg-type]
+
+
+# ------------------------------------------- SmolLM2: byte tokens its vocabulary lacks
+
+SMOLLM2_LACKS = [0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xC0, 0xC1, 0xF1, 0xF2, *range(0xF5, 0x100)]
+
+
+def _smollm2_path() -> Path:
+    from spec.runner import require_trained
+    from spec.targets import smollm2
+
+    try:
+        return smollm2.locate_gguf(download_missing=False)
+    except smollm2.ModelUnavailable as err:
+        if require_trained():
+            pytest.fail(f"SmolLM2 is required here (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1) but unavailable: {err}")
+        pytest.skip(f"SmolLM2 GGUF not available: {err}")
+
+
+@pytest.fixture(scope="module")
+def smollm2_file() -> Any:
+    pytest.importorskip("gguf")
+    from reference.convert import gguf
+
+    return gguf.read(_smollm2_path())
+
+
+@pytest.fixture(scope="module")
+def smollm2_tok(smollm2_file: Any) -> ByteBPETokenizer:
+    from reference.convert import gguf
+
+    return gguf.gguf_tokenizer(smollm2_file)
+
+
+@pytest.fixture(scope="module")
+def smollm2_hf(smollm2_file: Any) -> Any:
+    pytest.importorskip("transformers")
+    from spec.targets import smollm2
+
+    return smollm2.hf_tokenizer(smollm2_file.path)
+
+
+def _text_needing(byte: int) -> str | None:
+    """A character whose UTF-8 starts with ``byte``, or None for the bytes this test does not cover."""
+    if byte < 0x80:
+        return chr(byte)
+    if byte in (0xF1, 0xF2):
+        return chr((byte - 0xF0) << 18)  # U+40000 / U+80000: four bytes, this lead byte, then 0x80 0x80 0x80
+    return None
+
+
+def test_smollm2_lacks_21_byte_tokens(smollm2_tok: ByteBPETokenizer) -> None:
+    vocab = smollm2_tok.vocab
+    assert [b for b in range(256) if BYTE_TO_CHAR[b] not in vocab] == SMOLLM2_LACKS
+    # 0xc0, 0xc1 and 0xf5..0xff are in no character's UTF-8: only 8 of the 21 can be needed by text
+    every_char = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x110000)))  # no surrogates
+    reachable = set(every_char.encode("utf-8"))
+    assert [b for b in SMOLLM2_LACKS if b in reachable] == SMOLLM2_NEEDED
+
+
+def test_smollm2_gguf_declares_an_unknown_token_that_is_end_of_text(smollm2_file: Any) -> None:
+    assert smollm2_file.get("tokenizer.ggml.unknown_token_id") == 0
+    assert smollm2_file.get("tokenizer.ggml.tokens")[0] == "<|endoftext|>"
+
+
+SMOLLM2_NEEDED = [0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xF1, 0xF2]  # the lacking bytes some str's UTF-8 contains
+
+
+@pytest.mark.hf
+@pytest.mark.parametrize("byte", SMOLLM2_NEEDED, ids=[f"0x{b:02x}" for b in SMOLLM2_NEEDED])
+def test_smollm2_raises_where_transformers_drops_silently(
+    smollm2_tok: ByteBPETokenizer, smollm2_hf: Any, byte: int
+) -> None:
+    """transformers' tokenizer of the same GGUF drops the byte (never its unk id 0): we raise, naming the character.
+
+    The other 13 lacking bytes are in no str's UTF-8 (test_smollm2_lacks_21_byte_tokens), so no text meets them.
+    """
+    char = _text_needing(byte)
+    assert char is not None and byte in char.encode("utf-8")
+    text = "a" + char + "b"
+    theirs = smollm2_hf.encode(text, add_special_tokens=False)
+    assert 0 not in theirs  # not the unknown token: the byte is dropped
+    if byte < 0x80:  # the character is simply gone
+        assert smollm2_hf.encode(char, add_special_tokens=False) == []
+        assert smollm2_hf.decode(theirs) == "ab"
+    else:  # the lead byte is gone; the three continuation bytes 0x80 stay and decode as three U+FFFD
+        assert smollm2_hf.decode(theirs) == "a\ufffd\ufffd\ufffdb"
+    message = rf"^text: cannot encode {regex.escape(repr(char))} \(U\+{ord(char):04X}\) at index 1: .* 0x{byte:02x} "
+    with pytest.raises(ValueError, match=message):
+        smollm2_tok.encode(text)
+    with pytest.raises(ValueError, match=r"at index 14:"):
+        smollm2_tok.encode("<|im_start|>xy" + char, allow_special=True)  # the index counts the special token's text
+
+
+@pytest.mark.hf
+def test_smollm2_agrees_with_transformers_on_real_text_and_long_words(
+    smollm2_tok: ByteBPETokenizer, smollm2_hf: Any
+) -> None:
+    """Our merges (heap) give transformers' ids on prose, code and long single words.
+
+    transformers reads the file with the plain GPT-2 regex; SmolLM2's own splits digits one by one, which only
+    differs where two whitespace characters precede a digit, so texts here have no such place.
+    """
+    texts = [CORPUS.replace("  ", " "), "the" * 3000, "ab" * 4000, "Supercalifragilistic" * 300,
+             "x" * 5000, "\u65e5\u672c\u8a9e" * 1000, "=" * 3000 + "!", "\U0001f600" * 500]
+    for text in texts:
+        assert not regex.search(r"\s\s\p{N}", text)
+        assert smollm2_tok.encode(text) == smollm2_hf.encode(text, add_special_tokens=False), text[:40]
+
+
+def _smollm2_can_encode(text: str) -> bool:
+    return not any(b in SMOLLM2_LACKS for b in text.encode("utf-8"))
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(text=(st.text(st.characters(codec="utf-8"), max_size=60) | CODE_LIKE).filter(_smollm2_can_encode))
+def test_smollm2_merges_equal_the_textbook_loop(smollm2_tok: ByteBPETokenizer, text: str) -> None:
+    assert smollm2_tok.encode(text) == textbook_encode(smollm2_tok, text)

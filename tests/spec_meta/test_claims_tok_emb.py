@@ -120,6 +120,23 @@ class Uncased(_Wrapped):
         return self.inner.encode(text.lower())
 
 
+class DropsControls(_Wrapped):
+    """Silently drops control characters, as a BPE without those byte tokens and without an unknown token does."""
+
+    def encode(self, text: str) -> list[int]:
+        return self.inner.encode("".join(c for c in text if unicodedata.category(c) != "Cc"))
+
+
+class RefusesControls(_Wrapped):
+    """Refuses text with a control character (ValueError), as the reference does for bytes its vocabulary lacks."""
+
+    def encode(self, text: str) -> list[int]:
+        bad = [c for c in text if unicodedata.category(c) == "Cc"]
+        if bad:
+            raise ValueError(f"cannot encode {bad[0]!r}")
+        return self.inner.encode(text)
+
+
 def _spaces_apart() -> ByteBPETokenizer:
     """A BPE whose pre-tokenizer isolates whitespace, so ' cat' is ' ' + 'cat'."""
     return ByteBPETokenizer.train([CORPUS], 600, special_tokens=["<|endoftext|>"], pattern=r"\s+|\S+")
@@ -140,6 +157,24 @@ class WithTokenizer(ReferenceTarget):
 ], ids=["TOK-1-nfc", "TOK-2-duplicate", "TOK-3-uncased", "TOK-4-spaces-apart"])
 def test_tokenizer_claims_fail_on_mutants(claim_id: str, tok: Tokenizer) -> None:
     assert run(claim_id, WithTokenizer(tok), FAIL).status == "failed"
+
+
+def test_tok_1_fails_on_a_tokenizer_that_drops_characters() -> None:
+    r = run("TOK-1", WithTokenizer(DropsControls(builtin_tokenizer())), FAIL)
+    assert r.status == "failed" and r.detail.startswith("AssertionError: decode(encode("), r.detail
+
+
+def test_tok_1_reports_a_refusal_as_the_claims_failure() -> None:
+    r = run("TOK-1", WithTokenizer(RefusesControls(builtin_tokenizer())), FAIL)
+    assert r.status == "failed" and r.detail.startswith("Refused: encode("), r.detail
+    assert "refused the text: cannot encode" in r.detail  # the tokenizer's own message is kept
+
+
+@pytest.mark.parametrize("claim_id", ["TOK-2", "TOK-3", "TOK-4"])
+def test_other_tok_claims_are_not_about_refused_text(claim_id: str) -> None:
+    """TOK-2 uses drawn text only as a source of ids, and TOK-3/TOK-4 draw no control characters."""
+    r = run(claim_id, WithTokenizer(RefusesControls(builtin_tokenizer())), PASS)
+    assert r.status == "passed", (r.detail, r.counterexample)
 
 
 # -- model mutants -----------------------------------------------------------------------------------

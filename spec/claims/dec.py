@@ -167,7 +167,7 @@ def cut_options(row: list[float], j: int, exact: str, whole: str) -> list[Keep]:
     above, group = split_at(row, j)
     m = j - len(above)
     if m == len(group):
-        return [Keep(above + group)]
+        return [Keep(tuple(sorted(above + group)))]
     return [Keep(above, group, m, exact), Keep(above, group, len(group), whole)]
 
 
@@ -431,7 +431,8 @@ def _check_filtered(target: Target, row: list[float], temperature: float, option
     keeps = [[*o.sure, *members] for o, members in zip(options, picked, strict=True)]
     expects = [torch.tensor([renormalised(q, keep)], dtype=torch.float64) for keep in keeps]
     ratios = [error_ratio(got, e, tol.atol, tol.rtol) for e in expects]
-    best = min(range(len(options)), key=lambda i: ratios[i])
+    leaks = [any(g[i] != 0.0 for i in range(len(row)) if i not in keep) for keep in keeps]
+    best = min(range(len(options)), key=lambda i: (leaks[i], ratios[i]))  # exact zeros outside first, then closest
     keep, option = keeps[best], options[best]
     outside = [i for i in range(len(row)) if i not in keep]
     if outside:

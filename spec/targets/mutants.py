@@ -457,10 +457,13 @@ def top_p_below(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(~keep, float("-inf"))
 
 
-def top_k_with_ties(logits: Tensor, k: int) -> Tensor:
-    """Keeps every logit >= the k-th largest, so ties at the k-th place all survive."""
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float("-inf"))
+def top_k_plus_one(logits: Tensor, k: int) -> Tensor:
+    """Masks the sorted positions after index k where positions from index k on were meant: k + 1 tokens survive."""
+    order = torch.sort(logits, dim=-1, descending=True, stable=True).indices
+    position = torch.arange(logits.shape[-1], device=logits.device).expand_as(logits)
+    remove_sorted = position > k  # the off-by-one: >= k keeps exactly k
+    remove = torch.zeros_like(remove_sorted).scatter_(-1, order, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
 
 
 def _top_k_not_renormalised(s: Stages, logits: Tensor, temperature: float, top_k: int | None,
@@ -482,9 +485,10 @@ def _global_rng_draw(probs: Tensor, generator: torch.Generator | None) -> Tensor
     return torch.multinomial(probs, 1).squeeze(-1)
 
 
-def _last_of_tied_maxima(logits: Tensor) -> Tensor:
-    """argmax taken from the right: the highest ID among tied maxima."""
-    return logits.shape[-1] - 1 - logits.flip(-1).argmax(dim=-1)
+def _greedy_max_value(logits: Tensor) -> Tensor:
+    """torch.max's (values, indices) unpacked in the wrong order: the top probability, truncated, becomes the ID."""
+    token, _ = torch.max(torch.softmax(_work(logits), dim=-1), dim=-1)
+    return token.long()
 
 
 def _last_by_count(logits: Tensor, mask: Tensor) -> Tensor:
@@ -667,11 +671,12 @@ _ZOO: list[Mutant] = [
            "dropping the token that makes it reach p. The boundary token is where HF's TopPLogitsWarper had "
            "its own off-by-one.",
            f"{_HF}/pull/18983", "llama-tiny", Stages(top_p=top_p_below)),
-    Mutant("top-k-keeps-ties", "top-k keeping ties beyond k",
-           "Top-k keeps every logit >= the k-th largest, so a tie at the k-th place lets more than k tokens "
-           "through (the behaviour of HF's TopKLogitsWarper; axlearn's top_k_logits documents it as "
-           "break_ties='all').",
-           "https://github.com/apple/axlearn/pull/1022", "llama-tiny", Stages(top_k=top_k_with_ties)),
+    Mutant("top-k-keeps-k-plus-one", "top-k keeping k + 1 tokens",
+           "The mask over the sorted logits removes positions after index k where positions from index k on "
+           "were meant (> k for >= k), so k + 1 tokens survive even where nothing ties: top_k=1 is no longer "
+           "greedy. mesh-transformer-jax's sampler had exactly this off-by-one.",
+           "https://github.com/kingoflolz/mesh-transformer-jax/issues/164", "llama-tiny",
+           Stages(top_k=top_k_plus_one)),
     Mutant("top-k-not-renormalised", "top-k without renormalisation",
            "The filtered-out tokens are zeroed but the survivors keep their probabilities from the full "
            "distribution, which then sums to less than one.",
@@ -688,10 +693,12 @@ _ZOO: list[Mutant] = [
            "The batch is packed into one long sequence for attention without a block-diagonal mask, so row r "
            "attends to every real token of rows before it and a prompt's logits depend on its batch-mates.",
            "https://github.com/yxlu-0102/MP-SENet/issues/64", "llama-tiny", Stages(packed=True)),
-    Mutant("greedy-last-of-ties", "greedy taking the first of tied maxima inconsistently",
-           "Greedy decoding breaks ties towards the highest ID while the sampler's T = 0 distribution (and "
-           "torch.argmax) picks the lowest, so the same logits give different tokens depending on the path.",
-           "", "llama-tiny", Stages(greedy=_last_of_tied_maxima)),
+    Mutant("greedy-max-value-as-id", "greedy returning the maximum instead of its index",
+           "torch.max(probs, dim=-1) returns (values, indices); unpacked in the wrong order, greedy takes the "
+           "top probability for the token and casts it to an integer, so every row whose top probability is "
+           "below 1 gets token 0: a valid ID, of the right shape, that is the argmax only by accident. Greedy "
+           "generate and the sampler at T = 0 both go through it.",
+           "", "llama-tiny", Stages(greedy=_greedy_max_value)),
     Mutant("last-logits-wrong-position", "the last position's logits taken from the wrong position",
            "Generation reads the next-token logits at index (number of real tokens - 1), which is the last "
            "token for right padding but a position in the middle for a left-padded row: HF's "

@@ -21,7 +21,7 @@ from reference.validation import check_top_k, check_top_p
 from spec.catalog import CATALOG, load_all
 from spec.runner import run_claim
 from spec.target import Target
-from spec.targets.mutants import top_k_with_ties, top_p_below
+from spec.targets.mutants import top_k_plus_one, top_p_below
 from spec.targets.reference_target import ReferenceTarget
 
 load_all()
@@ -123,8 +123,10 @@ class TopPBelow(_FilterMutant):
     options = {"p_filter": top_p_below}  # noqa: RUF012
 
 
-class TopKTies(_FilterMutant):
-    options = {"k_filter": top_k_with_ties}  # noqa: RUF012
+class TopKPlusOne(_FilterMutant):
+    """Keeps k + 1 tokens even where nothing ties (an off-by-one in the sorted-position mask)."""
+
+    options = {"k_filter": top_k_plus_one}  # noqa: RUF012
 
 
 class TopKNotRenormalised(_FilterMutant):
@@ -157,13 +159,14 @@ class GlobalRNG(ReferenceTarget):
         return torch.multinomial(probs, 1).squeeze(-1)  # the generator is ignored
 
 
-class LastOfTiedMaxima(ReferenceTarget):
-    """Greedy (T = 0) picks the last of tied maxima, while filtered_probabilities says the first."""
+class GreedyMaxValue(ReferenceTarget):
+    """Greedy (T = 0) returns torch.max's value (the top probability, truncated to an integer), not its index."""
 
     def sample(self, logits: Tensor, generator: torch.Generator, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None) -> Tensor:
         if temperature == 0:
-            return logits.shape[-1] - 1 - logits.flip(-1).argmax(dim=-1)
+            token, _ = torch.max(torch.softmax(logits.float(), dim=-1), dim=-1)
+            return token.long()
         return reference.sample(logits, generator, temperature, top_k, top_p)
 
 
@@ -216,11 +219,11 @@ MUTANTS: list[tuple[type[ReferenceTarget], tuple[str, ...]]] = [
     (IgnoresTemperature, ("DEC-2", "DEC-5")),
     (ZeroTemperatureDivides, ("DEC-1", "DEC-5")),
     (TopPBelow, ("DEC-4",)),
-    (TopKTies, ("DEC-3",)),
+    (TopKPlusOne, ("DEC-3",)),
     (TopKNotRenormalised, ("DEC-3",)),
     (TemperatureAfterTopP, ("DEC-4",)),
     (GlobalRNG, ("DEC-5",)),
-    (LastOfTiedMaxima, ("DEC-1",)),
+    (GreedyMaxValue, ("DEC-1",)),
     (DecodeRestartsPositions, ("GEN-2",)),
     (PackedBatch, ("GEN-3",)),
     (DropoutOn, ("GEN-4",)),

@@ -92,8 +92,31 @@ def fast_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: 
     if bias is not None:
         bias = bias.to(q.dtype)  # fused kernels want the additive mask in the queries' dtype
         attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale,
-                                          enable_gqa=k.shape[1] != q.shape[1])
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, scale=scale,
+                                         enable_gqa=k.shape[1] != q.shape[1])
+    return keep_non_finite(out, q, k)
+
+
+def keep_non_finite(out: Tensor, q: Tensor, k: Tensor) -> Tensor:
+    """``out`` + 0 * q * (each query's own key): NaN where either is NaN or inf, ``out`` unchanged elsewhere.
+
+    Why: torch's fused attention treats a row whose scores are all NaN as a fully masked
+    row and returns zeros for it. (Its CPU flash kernel keeps a running maximum that starts
+    at -inf; every comparison with NaN is false, so the maximum stays -inf and the row is
+    zero-filled, the rule for rows that see no key.) A NaN or inf in a query, or in every
+    key a row sees (one NaN in W_K does that), makes all of the row's scores NaN, so a NaN
+    weight came out as finite logits. Such a row always has a non-finite query or own key
+    (each query sees its own key, one of the last ``q`` keys): this puts a NaN back into it,
+    as ``explicit_attention`` has, and W_O spreads it over the row. One fused kernel; the
+    product is formed as (0 * q) * key, so finite values never overflow into a false NaN.
+    """
+    b, h, t, d = out.shape
+    hkv = k.shape[1]
+    own = k[:, :, k.shape[2] - t:]  # [batch, kv_heads, q, d_head]
+    if hkv == h:
+        return torch.addcmul(out, q, own, value=0.0)
+    grouped = (b, hkv, h // hkv, t, d)  # query head i reads key head i // n_rep, as in repeat_kv
+    return torch.addcmul(out.view(grouped), q.view(grouped), own[:, :, None], value=0.0).view(b, h, t, d)
 
 
 class Attention(nn.Module):

@@ -25,6 +25,7 @@ def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_
 
     A row that emits ``eos_token_id`` is finished: later columns repeat that ID. The loop
     ends after ``max_new_tokens`` steps or when every row is finished, so n <= max_new_tokens.
+    Non-finite logits (NaN weights, overflow) raise FloatingPointError naming the step.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
@@ -41,9 +42,10 @@ def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_
     tokens, finished = ids, torch.zeros(b, dtype=torch.bool, device=ids.device)
     step_ids = ids
     step_mask: Tensor | None = mask
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         # [batch, V]: only the last position chooses (claim OUT-7), so only it is unembedded
         logits = model(step_ids, step_mask, cache, last_logits_only=True).logits[:, -1]
+        check_finite_logits(logits, step)
         nxt = sample(logits, generator, temperature, top_k, top_p)
         if eos_token_id is not None:
             nxt = torch.where(finished, torch.full_like(nxt, eos_token_id), nxt)
@@ -57,3 +59,18 @@ def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_
         if eos_token_id is not None and bool(finished.all()):
             break
     return tokens
+
+
+def check_finite_logits(logits: Tensor, step: int) -> None:
+    """Refuse to choose from a forward pass that produced NaN or inf (one check per step).
+
+    The forward pass propagates non-finite values on every path (a NaN weight gives NaN
+    logits, never finite ones), so this is where a corrupt model or an overflow in a low
+    precision dtype stops generation, naming the step, instead of a token being drawn from
+    garbage or -inf quietly meaning "impossible".
+    """
+    if not bool(torch.isfinite(logits).all()):
+        rows = (~torch.isfinite(logits)).any(dim=-1).nonzero().flatten().tolist()
+        raise FloatingPointError(f"generate: the model's logits at step {step} are not finite (NaN or inf) in "
+                                 f"batch rows {rows}; check the weights for NaN/inf (or use a wider dtype "
+                                 f"than {logits.dtype} if they overflow)")

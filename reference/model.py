@@ -99,7 +99,8 @@ class Transformer(nn.Module):
         With a cache, ``ids`` are the tokens after those already cached; the cache is
         advanced in place. ``last_logits_only`` unembeds the last position alone: only it
         chooses the next token (claim OUT-7), and the [seq, vocab] product is the largest
-        one in a prompt's pass.
+        one in a prompt's pass. A NaN or inf weight gives non-finite logits on both attention
+        paths, never finite ones (``attention.keep_non_finite``); ``generate`` refuses them.
         """
         cfg = self.cfg
         check_ids(ids, cfg.vocab_size, self.device)

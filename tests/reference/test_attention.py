@@ -336,3 +336,31 @@ def test_attention_module_with_cache_matches_full_sequence() -> None:
     torch.testing.assert_close(last, full[:, 4:], **TOL[torch.float64])
     assert weights is not None and weights.shape == (2, 4, 1, 5)
     assert cache.length == 5 and cache.next_position.tolist() == [5, 5]
+
+
+# ------------------------------------------------------------------------ non-finite values (issue #14)
+
+
+@pytest.mark.parametrize("where", ["query", "own key"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kv_heads", [2, 1])
+def test_fused_attention_never_turns_nan_into_a_finite_row(where: str, dtype: torch.dtype, kv_heads: int) -> None:
+    # torch's fused kernel (CPU flash attention, float32) returned zeros for a row whose scores are all NaN,
+    # as for a fully masked row; a NaN query (or a NaN key every query sees) came out finite.
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 2, 4, 8, generator=g, dtype=dtype)
+    k, v = (torch.randn(1, kv_heads, 4, 8, generator=g, dtype=dtype) for _ in range(2))
+    if where == "query":
+        q[0, 1, 2, 0] = float("nan")  # row 2 of head 1: every score of that row is NaN
+    else:
+        k[0, :, :, 0] = float("nan")  # every key of both heads: every score of every row is NaN
+    bad_rows = [2] if where == "query" else [0, 1, 2, 3]
+    mask = visibility_mask(torch.ones(1, 4, dtype=torch.bool), 4, 0)
+    explicit, _ = explicit_attention(q, repeat_kv(k, 2 // kv_heads), repeat_kv(v, 2 // kv_heads), mask, 8 ** -0.5)
+    for out in (fast_attention(q, k, v, None, 8 ** -0.5, causal=True), fast_attention(q, k, v, mask, 8 ** -0.5),
+                fast_attention(q[:, :, -1:], k, v, None, 8 ** -0.5)):  # prefill (flag, mask) and one decode query
+        rows = range(4 - out.shape[2], 4)
+        for row, o in zip(rows, out.unbind(2), strict=True):
+            assert bool(torch.isnan(o).any()) == (row in bad_rows), (row, o)  # W_O spreads it over the row
+            if row not in bad_rows:  # finite rows are untouched
+                torch.testing.assert_close(o, explicit[:, :, row], atol=1e-6, rtol=1e-6)

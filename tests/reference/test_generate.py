@@ -169,3 +169,26 @@ def test_generation_leaves_the_model_unchanged() -> None:
     generate(model, torch.tensor([[1, 2, 3]]), 4)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# ------------------------------------------------------------------------ non-finite weights (issue #14)
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "llama-tiny", "mqa-sinusoidal", "nopos-tiny"])
+@pytest.mark.parametrize("weight", ["W_Q", "W_K"])
+def test_a_nan_weight_never_gives_finite_logits_or_tokens(name: str, weight: str) -> None:
+    # Before: a NaN in W_Q or W_K gave finite logits on the default (fused) attention path, and generate
+    # returned tokens, because the fused kernel turned the all-NaN score rows into zeros.
+    model = build(PRESETS[name], seed=3)
+    with torch.no_grad():
+        getattr(model.blocks[0].attn, weight)[0, 0] = float("nan")
+    ids = torch.tensor([[5, 9, 2, 7], [1, 1, 4, 3]])
+    for impl in ("fast", "explicit"):
+        model.attention_impl = impl
+        with torch.no_grad():
+            assert not bool(torch.isfinite(model(ids).logits).any()), impl  # every position is poisoned
+            cache = model.new_cache(2)
+            model(ids[:, :3], cache=cache)
+            assert not bool(torch.isfinite(model(ids[:, 3:], cache=cache).logits).any()), impl  # a decode step
+        with pytest.raises(FloatingPointError, match=r"logits at step 0 are not finite .* batch rows \[0, 1\]"):
+            generate(model, ids, 3)

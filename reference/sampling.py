@@ -19,14 +19,31 @@ def softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """softmax(z / T) over the last axis, computed in float32 or float64 (claims SOFT-1..SOFT-7).
 
     T = 0 is defined as the limit: a one-hot vector on the argmax (the first one among ties).
-    Subtracting the maximum first (inside torch.softmax) keeps huge logits finite; -inf
-    entries get probability exactly 0.
+    Subtracting the maximum before dividing by T keeps huge logits and tiny temperatures
+    finite (``divide_by_temperature``); -inf entries get probability exactly 0.
     """
     t = check_temperature(temperature)
     work = logits if logits.dtype == torch.float64 else logits.float()
     if t == 0.0:
         return torch.nn.functional.one_hot(work.argmax(dim=-1), work.shape[-1]).to(work.dtype)
-    return torch.softmax(work / t, dim=-1)
+    return torch.softmax(divide_by_temperature(work, t), dim=-1)
+
+
+def divide_by_temperature(z: Tensor, t: float) -> Tensor:
+    """(z - max z) / T over the last axis: the same softmax as z / T, but finite for every T > 0.
+
+    Plain z / T overflows for tiny T (T = 1e-40 sends every float32 logit above ~3e-2 to inf,
+    and softmax(inf, ...) is NaN). After the shift the maxima are exactly 0 and every other
+    entry is <= 0 (at worst -inf), so as T -> 0+ the softmax tends to one-hot on the argmax
+    (shared equally among tied maxima), the limit the documents state. Where T rounds to a
+    subnormal or to 0 in z's dtype the maxima are set to 0 explicitly (0 / 0 would be NaN).
+    NaN or +inf logits still give NaN: nothing finite is made from them.
+    """
+    shifted = z - z.amax(dim=-1, keepdim=True)
+    scaled = shifted / t
+    if t < torch.finfo(z.dtype).tiny:
+        scaled = scaled.masked_fill(shifted == 0, 0.0)
+    return scaled
 
 
 def greedy(logits: Tensor) -> Tensor:
@@ -75,7 +92,7 @@ def filtered_probabilities(logits: Tensor, temperature: float = 1.0, top_k: int 
     p = check_top_p(top_p)
     if t == 0.0:
         return softmax(logits, 0.0)
-    z = (logits if logits.dtype == torch.float64 else logits.float()) / t
+    z = divide_by_temperature(logits if logits.dtype == torch.float64 else logits.float(), t)
     if k is not None:
         z = top_k_filter(z, k)
     if p is not None:

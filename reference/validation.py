@@ -7,6 +7,7 @@ flowing on as a silent wrong answer or a NaN.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -51,10 +52,17 @@ def check_device(t: Tensor, device: torch.device, name: str) -> None:
         raise ValueError(f"{name} is on {t.device} but the model's weights are on {device}; move it explicitly")
 
 
+def _real(value: object) -> float | None:
+    """``value`` as a float if it is a real number (not a bool, not a string), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def check_temperature(temperature: float) -> float:
-    """T >= 0 and finite (T = 0 means greedy, claim SOFT-4)."""
-    t = float(temperature)
-    if math.isnan(t) or t < 0 or math.isinf(t):
+    """T >= 0 and finite (T = 0 means greedy, claim SOFT-4); any finite T > 0 is valid, however small."""
+    t = _real(temperature)
+    if t is None or math.isnan(t) or t < 0 or math.isinf(t):
         raise ValueError(f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}")
     return t
 
@@ -72,9 +80,9 @@ def check_top_p(top_p: float | None) -> float | None:
     """p in (0, 1] (None means no nucleus filter)."""
     if top_p is None:
         return None
-    p = float(top_p)
-    if not (0.0 < p <= 1.0):
-        raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
+    p = _real(top_p)
+    if p is None or not (0.0 < p <= 1.0):
+        raise ValueError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
     return p
 
 

@@ -275,6 +275,9 @@ GOOD = logits([[1.0, 2.0, 0.5]])
         ({"temperature": NAN}, ValueError, "temperature"),
         ({"temperature": INF}, ValueError, "temperature"),
         ({"temperature": -INF}, ValueError, "temperature"),
+        ({"temperature": "0.5"}, ValueError, "temperature"),  # was accepted as 0.5 (float("0.5"))
+        ({"temperature": True}, ValueError, "temperature"),  # was accepted as 1.0
+        ({"temperature": None}, ValueError, "temperature"),
         ({"top_k": 0}, ValueError, "top_k"),
         ({"top_k": -1}, ValueError, "top_k"),
         ({"top_k": True}, ValueError, "top_k"),
@@ -284,6 +287,9 @@ GOOD = logits([[1.0, 2.0, 0.5]])
         ({"top_p": 1.1}, ValueError, "top_p"),
         ({"top_p": -0.5}, ValueError, "top_p"),
         ({"top_p": NAN}, ValueError, "top_p"),
+        ({"top_p": INF}, ValueError, "top_p"),
+        ({"top_p": "0.9"}, ValueError, "top_p"),  # was accepted as 0.9
+        ({"top_p": True}, ValueError, "top_p"),  # was accepted as 1.0
         ({"logits": logits([[NAN, 1.0, 0.0]])}, ValueError, "logits contains NaN"),
         ({"logits": logits([[INF, 1.0, 0.0]])}, ValueError, r"logits contains \+inf"),
         ({"logits": logits([[0.0, 1.0], [-INF, -INF]])}, ValueError, "logits has a row where every entry is -inf"),
@@ -316,3 +322,30 @@ def test_filters_validate_their_parameter(fn: object, arg: float, match: str) ->
 def test_softmax_validates_temperature(bad: float) -> None:
     with pytest.raises(ValueError, match="temperature"):
         softmax(GOOD, bad)
+
+
+# ------------------------------------------------------------------------ tiny temperatures (issue #14)
+
+
+@pytest.mark.parametrize("t", [1e-40, 1e-46, 1e-300, 5e-324])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_a_tiny_temperature_gives_the_limit_one_hot_on_the_argmax(t: float, dtype: torch.dtype) -> None:
+    # Before: z / T overflowed to inf, so softmax and filtered_probabilities returned all-NaN rows and
+    # sample raised torch's own RuntimeError from multinomial. The limit T -> 0+ shares the mass among
+    # tied maxima (row 0); T = 0 itself is the first argmax.
+    z = logits([[1.0, 3.0, 3.0, 0.5], [2.0, -INF, 1.0, 0.0], [-1e4, -3.0, -1e4, -2.5]], dtype)
+    limit = [[0.0, 0.5, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    assert softmax(z, t).tolist() == limit
+    assert filtered_probabilities(z, t).tolist() == limit
+    assert filtered_probabilities(z, t, top_k=3).tolist() == limit
+    assert filtered_probabilities(z, t, top_p=0.5).tolist() == [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
+    draws = sample(z, torch.Generator().manual_seed(0), t).tolist()
+    assert draws[0] in (1, 2) and draws[1:] == [0, 3]
+
+
+def test_temperature_is_applied_without_overflow_at_any_scale() -> None:
+    # (z - max) / T: the same distribution as z / T wherever the latter is finite, and finite where it is not.
+    z = logits([[1.0, 0.9, -2.0]], torch.float32)
+    for t in (1e-3, 1e-2, 0.5, 1.0, 7.0):
+        torch.testing.assert_close(softmax(z, t), torch.softmax(z / t, dim=-1), **TOL[torch.float32])
+    assert bool(torch.isfinite(softmax(z, 1e-38)).all()) and bool(torch.isfinite(softmax(z * 1e30, 1e-9)).all())

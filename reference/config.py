@@ -10,6 +10,7 @@ never be built silently.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -20,6 +21,9 @@ Activation = Literal["gelu", "gelu_tanh", "silu", "relu"]
 POSITION_KINDS: tuple[str, ...] = ("learned", "sinusoidal", "rotary", "alibi", "none")
 NORM_KINDS: tuple[str, ...] = ("layernorm", "rmsnorm")
 ACTIVATIONS: tuple[str, ...] = ("gelu", "gelu_tanh", "silu", "relu")
+BOOL_FIELDS: tuple[str, ...] = ("mlp_gated", "mlp_bias", "norm_bias", "rotary_interleaved", "attn_qkv_bias",
+                                "attn_out_bias", "parallel_residual", "embedding_norm", "tied_embeddings",
+                                "unembed_bias")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,10 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"ModelConfig.{name} must be a positive int or None, got {value!r}")
+        _booleans(self, *BOOL_FIELDS)
+        _numbers(self, "norm_eps", "rotary_theta", "rotary_fraction", "embedding_scale")
+        if self.attn_scale is not None:
+            _numbers(self, "attn_scale")
         _choice(self, "positions", POSITION_KINDS)
         _choice(self, "norm", NORM_KINDS)
         _choice(self, "mlp_activation", ACTIVATIONS)
@@ -82,10 +90,11 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.norm_eps must be a finite number > 0, got {self.norm_eps!r}")
         if not (0.0 < self.rotary_fraction <= 1.0):
             raise ValueError(f"ModelConfig.rotary_fraction must lie in (0, 1], got {self.rotary_fraction!r}")
-        if self.positions == "rotary" and self.rotary_dim % 2 != 0:
+        if self.positions == "rotary" and (self.rotary_dim < 2 or self.rotary_dim % 2 != 0):
             raise ValueError(
-                f"ModelConfig.rotary_fraction={self.rotary_fraction} gives an odd rotary width "
-                f"{self.rotary_dim} for d_head={self.head_dim}; rotations need pairs of coordinates"
+                f"ModelConfig.rotary_fraction={self.rotary_fraction} gives a rotary width of {self.rotary_dim} "
+                f"(int(d_head * rotary_fraction), d_head={self.head_dim}); with positions='rotary' it must be "
+                "a positive even number of coordinates (rotations turn pairs; a width of 0 encodes no position)"
             )
         if not (math.isfinite(self.rotary_theta) and self.rotary_theta > 1.0):
             raise ValueError(f"ModelConfig.rotary_theta must be a finite number > 1, got {self.rotary_theta!r}")
@@ -133,6 +142,22 @@ def _positive(cfg: ModelConfig, *names: str) -> None:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+
+
+def _booleans(cfg: ModelConfig, *names: str) -> None:
+    """Real bools only: the string "False" is truthy, so accepting it would silently mean True."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, bool):
+            raise ValueError(f"ModelConfig.{name} must be True or False (a bool), got {value!r}")
+
+
+def _numbers(cfg: ModelConfig, *names: str) -> None:
+    """Real numbers (int or float, not bool, not str); each field's range is checked after."""
+    for name in names:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"ModelConfig.{name} must be a real number, got {value!r}")
 
 
 def _choice(cfg: ModelConfig, name: str, allowed: tuple[str, ...]) -> None:

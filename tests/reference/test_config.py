@@ -107,7 +107,30 @@ INVALID: list[tuple[dict[str, object], str]] = [
     *[({"embedding_scale": bad}, "embedding_scale") for bad in (0.0, -2.0, NAN, INF)],
     # RMSNorm never has a bias
     ({"norm": "rmsnorm", "norm_bias": True}, "norm_bias"),
+    # rotary width int(d_head * fraction) must be >= 2 with rotary positions: 4 * 0.01 = 0 (was accepted: no
+    # positions at all) and 4 * 0.25 = 1
+    ({"positions": "rotary", "rotary_fraction": 0.01}, "rotary_fraction"),
+    ({"positions": "rotary", "rotary_fraction": 0.25}, "rotary_fraction"),
+    # real numbers only (a string or None gave a raw TypeError from math.isfinite; True passed as 1)
+    *[({name: bad}, name) for name in ("norm_eps", "rotary_theta", "rotary_fraction", "embedding_scale",
+                                        "attn_scale") for bad in ("1.0", True)],
+    *[({name: None}, name) for name in ("norm_eps", "rotary_theta", "rotary_fraction", "embedding_scale")],
 ]
+
+BOOL_FIELDS = ("mlp_gated", "mlp_bias", "norm_bias", "rotary_interleaved", "attn_qkv_bias", "attn_out_bias",
+               "parallel_residual", "embedding_norm", "tied_embeddings", "unembed_bias")
+
+
+@pytest.mark.parametrize("field", BOOL_FIELDS)
+@pytest.mark.parametrize("bad", ["False", "no", "", 0, 1, None, 1.0])
+def test_boolean_fields_take_real_bools_only(field: str, bad: object) -> None:
+    # Before: "False" and "no" were accepted and, being truthy, meant True.
+    changes: dict[str, object] = {field: bad}
+    if field == "norm_bias":
+        changes["norm"] = "layernorm"
+    with pytest.raises(ValueError, match=rf"ModelConfig\.{field} must be True or False \(a bool\), got {bad!r}"):
+        make(**changes)
+    assert make(**{**changes, field: False}).__getattribute__(field) is False
 
 
 @pytest.mark.parametrize(("changes", "field"), INVALID, ids=[f"{f}={c}" for c, f in INVALID])

@@ -54,6 +54,36 @@ class KVCache:
     def capacity(self) -> int:
         return self.key_mask.shape[1]
 
+    def check_fits(self, config: ModelConfig, device: torch.device, dtype: torch.dtype) -> None:
+        """Raise ValueError (TypeError for a dtype) unless this cache is laid out for a model of ``config``.
+
+        A cache made for another model (other layer count, key/value heads or head width)
+        would otherwise fail deep inside attention with a bare shape error, or not at all.
+        Shapes only: no tensor is read, so the check costs nothing next to a decode step.
+        """
+        made = "make the cache with model.new_cache(batch) for the model that uses it"
+        if len(self.keys) != config.n_layers or len(self.values) != config.n_layers:
+            raise ValueError(f"cache holds keys for {len(self.keys)} and values for {len(self.values)} layers but "
+                             f"the model has n_layers={config.n_layers}; {made}")
+        if self.key_mask.dim() != 2 or self.key_mask.dtype != torch.bool:
+            raise ValueError(f"cache key_mask must be a [batch, capacity] bool tensor, got {self.key_mask.dtype} "
+                             f"of shape {tuple(self.key_mask.shape)}; {made}")
+        if tuple(self.next_position.shape) != (self.batch,) or not 0 <= self.length <= self.capacity:
+            raise ValueError(f"cache next_position has shape {tuple(self.next_position.shape)} and length "
+                             f"{self.length}, expected ({self.batch},) and a length in [0, {self.capacity}]; {made}")
+        want = (self.batch, config.kv_heads, self.capacity, config.head_dim)
+        for i in range(config.n_layers):
+            for name, t in (("keys", self.keys[i]), ("values", self.values[i])):
+                if tuple(t.shape) != want:
+                    raise ValueError(
+                        f"cache {name}[{i}] has shape {tuple(t.shape)} but the model needs {want} = [batch, "
+                        f"n_kv_heads={config.kv_heads}, capacity, d_head={config.head_dim}]; {made}")
+                if t.dtype != dtype:
+                    raise TypeError(f"cache dtype {t.dtype} differs from the model's {dtype} (in {name}[{i}])")
+                if t.device != device:
+                    raise ValueError(f"cache {name}[{i}] is on {t.device} but the model's weights are on {device}; "
+                                     "move it explicitly")
+
     def store(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write this step's k, v [batch, n_kv_heads, new, d_head] after the filled slots.
 

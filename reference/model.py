@@ -168,9 +168,8 @@ class Transformer(nn.Module):
             return 0
         if cache.batch != ids.shape[0]:
             raise ValueError(f"cache holds batch {cache.batch} but ids has batch {ids.shape[0]}")
-        if cache.keys[0].dtype != self.dtype:
-            raise TypeError(f"cache dtype {cache.keys[0].dtype} differs from the model's {self.dtype}")
         check_device(cache.key_mask, self.device, "cache")
+        cache.check_fits(self.cfg, self.device, self.dtype)
         if cache.length + ids.shape[1] > cache.capacity:
             raise ValueError(f"ids: {cache.length} cached + {ids.shape[1]} new tokens exceed the cache "
                              f"capacity {cache.capacity}")

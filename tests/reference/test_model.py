@@ -442,6 +442,22 @@ def test_cache_errors_name_the_cache_and_leave_it_untouched(model_for: ModelFor)
            torch.ones(1, 5, dtype=torch.long), cache=big)
 
 
+@pytest.mark.parametrize(("other", "match"), [
+    ("gpt2-tiny", r"cache keys\[0\] has shape \(1, 4, 64, 8\) but the model needs \(1, 2, 64, 8\) = "
+                  r"\[batch, n_kv_heads=2, capacity, d_head=8\]"),
+    ("nopos-tiny", r"cache holds keys for 1 and values for 1 layers but the model has n_layers=2"),
+    ("d_head", r"cache keys\[0\] has shape \(1, 2, 64, 4\) but the model needs \(1, 2, 64, 8\)"),
+])
+def test_a_cache_made_for_another_model_is_refused_naming_the_mismatch(other: str, match: str,
+                                                                      model_for: ModelFor) -> None:
+    # Before: a raw RuntimeError (shape mismatch inside attention) or IndexError (too few layers).
+    model = model_for("llama-tiny")
+    cfg = model.cfg.with_(d_head=4) if other == "d_head" else PRESETS[other]
+    cache = KVCache.empty(cfg, 1, 64)
+    expect(ValueError, match + r".*model\.new_cache", model, torch.ones(1, 3, dtype=torch.long), cache=cache)
+    assert cache.length == 0 and not bool(cache.key_mask.any())  # nothing was written
+
+
 def test_ids_on_another_device_are_rejected() -> None:
     # A model on the "meta" device stands in for an accelerator: no silent device moves.
     model = build(PRESETS["gpt2-tiny"], device="meta")

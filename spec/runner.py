@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+import weakref
 from dataclasses import asdict, dataclass, field
 
 from hypothesis import HealthCheck, Phase, given, reject, settings
@@ -19,6 +20,7 @@ from hypothesis.reporting import with_reporter
 
 from spec.catalog import Claim
 from spec.expectations import Deviation
+from spec.strategies import REALISTIC, Realistic, realistic_prompts
 from spec.target import NOTES, SKIPPED_PARTS, NotExposed, Target
 from spec.tolerance import Recorder, recording, stop_recording
 
@@ -39,6 +41,7 @@ class Result:
     counterexample: str = ""
     reproduce: str = ""
     seconds: float = 0.0
+    realistic: int = 0  # how many of the examples were explicit realistic ones (Target.realistic_examples)
     # what the target chose where the sources leave a choice open (spec.target.note): topic -> {choice: count}
     notes: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -82,11 +85,7 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
     # an expected deviation's failure is already explained: skip shrinking it (hundreds of extra examples)
     phases = base.phases if deviation is None else tuple(p for p in base.phases if p != Phase.shrink)
 
-    @settings(base, max_examples=max(1, n_max), deadline=None, database=None if base.derandomize else base.database,
-              phases=phases,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
-    @given(data=st.data())
-    def prop(data: st.DataObject) -> None:
+    def body(data: st.DataObject) -> None:
         try:
             claim.check(target, data)
         except NotExposed as exc:  # this example needs what the target lacks (e.g. a config it cannot build)
@@ -94,12 +93,34 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
             reject()
         count[0] += 1
 
+    slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    prop = settings(base, max_examples=max(1, n_max), deadline=None, phases=phases, suppress_health_check=slow_ok,
+                    database=None if base.derandomize else base.database)(given(data=st.data())(body))
+
+    def explicit(real: Realistic) -> None:
+        """One explicit realistic example: the claim with REALISTIC set, Hypothesis drawing only what is left."""
+        one = settings(base, max_examples=1, derandomize=True, database=None, phases=(Phase.generate,),
+                       deadline=None, suppress_health_check=slow_ok)
+        reset = REALISTIC.set(real)
+        try:
+            one(given(data=st.data())(body))()
+        except Unsatisfiable:  # the target cannot run this claim on real text: the drawn examples decide
+            pass
+        finally:
+            REALISTIC.reset(reset)
+
     unexposed: dict[str, str] = {}
     token = recording(rec)
     parts = SKIPPED_PARTS.set(unexposed)  # parts of examples skipped by spec.target.skip_part
     noted = NOTES.set(result.notes)  # what the target chose where the sources leave it free (spec.target.note)
     try:
         with with_reporter(report.append):
+            for i in range(_realistic_count(claim, target)):
+                real = Realistic(i, _prompts(target))
+                explicit(real)
+                if not real.consulted:  # the claim draws no model input: its drawn examples are the whole story
+                    break
+                result.realistic += 1
             prop()
     except (NotExposed, Unsatisfiable) as exc:  # no example could run on this target
         reasons = "; ".join(unexposed.values()) or str(exc)
@@ -144,6 +165,25 @@ def examples_for(claim: Claim, target: Target, profile_max: int) -> int:
     if cap is not None and "trained" not in claim.needs and not model_free:
         n = min(n, cap)
     return max(1, n)
+
+
+def _realistic_count(claim: Claim, target: Target) -> int:
+    """How many explicit realistic examples run first: the target's, for claims that run its model on its input
+    (claims about trained weights already use real text; model-free claims are cheap at any size)."""
+    n = getattr(target, "realistic_examples", 0)
+    if not n or "trained" in claim.needs or (claim.needs and set(claim.needs) <= _MODEL_FREE):
+        return 0
+    return n if "tokenizer" in target.capabilities else 0
+
+
+_PROMPTS: weakref.WeakKeyDictionary[Target, list[list[int]]] = weakref.WeakKeyDictionary()
+
+
+def _prompts(target: Target) -> list[list[int]]:
+    """spec.strategies.REAL_PROMPTS in the target's tokenizer, encoded once per target."""
+    if target not in _PROMPTS:
+        _PROMPTS[target] = realistic_prompts(target)
+    return _PROMPTS[target]
 
 
 # capabilities that never run the model's forward pass

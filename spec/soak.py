@@ -117,12 +117,12 @@ def markdown(tallies: list[Tally], command: str, seconds: float) -> str:
             mark = " **(too many)**" if too_many(tally) else ""
             cells.append(f"{tally.failed}/{tally.runs}{mark}" if ran else "not run")
         lines.append(f"| {cid} | {kind} | {allowed} | " + " | ".join(cells) + " |")
-    bad = [t for t in tallies if too_many(t)]
+    bad = [tally for tally in tallies if too_many(tally)]
     if bad:
         lines += ["", "## Failures", ""]
-        for t in bad:
-            lines += [f"### {t.claim} on `{t.target}`: {t.failed}/{t.runs}", "", "```", t.first_failure.strip(), "```",
-                      ""]
+        for b in bad:
+            lines += [f"### {b.claim} on `{b.target}`: {b.failed}/{b.runs}", "", "```", b.first_failure.strip(),
+                      "```", ""]
     return "\n".join(lines) + "\n"
 
 

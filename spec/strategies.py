@@ -3,11 +3,21 @@
 Every strategy draws small values (tiny models, short sequences) so thousands of
 examples run on a laptop CPU, and shrinks towards the simplest case: one layer,
 one head, short sequences, logits near zero.
+
+Realistic examples. On an expensive target (a real trained model, where each claim runs only a few examples:
+``Target.realistic_examples``), the runner first runs explicit examples built from real text: while
+:data:`REALISTIC` is set, :func:`target_ids`, :func:`padded_batch`, :func:`prefill_points` and the sampling-value
+strategies return fixed realistic values — prompts of 5-40 tokens from :data:`REAL_PROMPTS` (cut to what the claim
+asks for), a left-padded batch of prompts of different lengths, a prefill point inside the sequence, temperature
+0.7, top-k 40 and top-p 0.9 — instead of drawing. Only then come the drawn examples, whose first is Hypothesis's
+minimal one (ids [[0]], prefill 1), so a claim never sees only trivial input on a real model.
 """
 
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import torch
 from hypothesis import strategies as st
@@ -73,9 +83,132 @@ def token_ids(vocab_size: int, *, min_len: int = 1, max_len: int = 12, batch: in
 
 
 def target_ids(target: Target, *, min_len: int = 1, max_len: int = 12, batch: int = 1) -> st.SearchStrategy[Tensor]:
-    """Token IDs that fit the target's vocabulary and context, on its device."""
+    """Token IDs that fit the target's vocabulary and context, on its device (realistic ones while REALISTIC is set)."""
+    real = _realistic()
+    if real is not None:
+        return st.just(real.ids(target, min_len=min_len, max_len=max_len, batch=batch))
     return token_ids(target.vocab_size, min_len=min_len, max_len=max_len, batch=batch,
                      max_positions=target.max_positions).map(lambda t: t.to(target.device))
+
+
+PaddedBatch = tuple[Tensor, Tensor, list[Tensor]]
+
+
+def padded_batch(target: Target, *, max_len: int = 8, max_rows: int = 3,
+                 reserve: int = 0) -> st.SearchStrategy[PaddedBatch]:
+    """Prompts of different lengths, left-padded with a drawn pad ID (claims GEN-2, GEN-3, REF-1).
+
+    Returns (ids [B, L], attention_mask [B, L] of 0/1, the unpadded rows as [1, l_r] tensors);
+    at least two lengths differ and L + reserve <= target.max_positions. While REALISTIC is set: real prompts
+    cut to 3 different lengths, padded with the last vocabulary ID.
+    """
+    cap = max(2, min(max_len, target.max_positions - reserve))
+    real = _realistic()
+    if real is not None:
+        lengths = [cap, max(1, cap // 2), max(1, (3 * cap) // 4)][:max(2, max_rows)]
+        return st.just(_left_padded(target, real.rows_of_lengths(target, lengths), target.vocab_size - 1))
+
+    @st.composite
+    def draw_batch(draw: st.DrawFn) -> PaddedBatch:
+        n_rows = draw(st.integers(2, max_rows), label="rows")
+        lengths = [draw(st.integers(1, cap), label=f"len{r}") for r in range(n_rows)]
+        if len(set(lengths)) == 1:  # force unequal lengths, so some row is padded
+            lengths[0] = lengths[0] - 1 if lengths[0] > 1 else 2
+        v = target.vocab_size
+        rows = [draw(st.lists(st.integers(0, v - 1), min_size=n, max_size=n), label=f"row{r}")
+                for r, n in enumerate(lengths)]
+        return _left_padded(target, rows, draw(st.integers(0, v - 1), label="pad_id"))
+
+    return draw_batch()
+
+
+def _left_padded(target: Target, rows: list[list[int]], pad: int) -> PaddedBatch:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=target.device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long,
+                        device=target.device)
+    singles = [torch.tensor([r], dtype=torch.long, device=target.device) for r in rows]
+    return ids, mask, singles
+
+
+def prefill_points(length: int) -> st.SearchStrategy[int]:
+    """Where cached decoding starts in a sequence of ``length`` tokens: 1..length (realistic: inside it)."""
+    if _realistic() is not None:
+        return st.just(max(1, min(length - 1, length // 2 + 1)))
+    return st.integers(1, length)
+
+
+def sampling_temperatures(lo: float, hi: float) -> st.SearchStrategy[float]:
+    """A temperature in [lo, hi] for the sampler claims (realistic: 0.7, or the nearest value in range)."""
+    if _realistic() is not None:
+        return st.just(min(max(0.7, lo), hi))
+    return st.floats(lo, hi)
+
+
+def top_ks(lo: int, hi: int) -> st.SearchStrategy[int]:
+    """A top-k value in [lo, hi] (realistic: 40, or the nearest value in range)."""
+    if _realistic() is not None:
+        return st.just(min(max(40, lo), hi))
+    return st.integers(lo, hi)
+
+
+def top_ps(lo: float = 0.0, hi: float = 1.0) -> st.SearchStrategy[float]:
+    """A top-p value in (lo, hi] (realistic: 0.9, or the nearest value in range)."""
+    if _realistic() is not None:
+        return st.just(min(max(0.9, lo), hi))
+    return st.floats(lo, hi, exclude_min=True)
+
+
+# Real text for the realistic examples: 5-40 tokens each in a byte-level BPE vocabulary of ~50k (SmolLM2's).
+REAL_PROMPTS: tuple[str, ...] = (
+    "The capital of France is Paris, and the capital of Italy is",
+    "When Mary and John went to the store, John gave a drink to",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    "In 1969, two astronauts walked on the surface of the Moon while a third stayed in orbit. Their names were",
+    "Water boils at 100 degrees Celsius at sea level, but at the top of a high mountain it boils at a",
+    "Once upon a time, in a small village by the sea, there lived an old fisherman who",
+)
+
+
+@dataclass
+class Realistic:
+    """One realistic example: which prompt comes first, and the real prompts' token IDs (see module docstring)."""
+
+    index: int
+    prompts: list[list[int]]
+    consulted: bool = False  # set when a strategy used this example's realistic values
+
+    def _prompt(self, k: int, target: Target) -> list[int]:
+        row = self.prompts[(self.index + k) % len(self.prompts)]
+        return [t for t in row if t < target.vocab_size][:target.max_positions]
+
+    def ids(self, target: Target, *, min_len: int, max_len: int, batch: int) -> Tensor:
+        """[batch, n] real prompts cut to one length n in [min_len, max_len]: as long as the shortest allows."""
+        rows = [self._prompt(k, target) for k in range(batch)]
+        n = max(min_len, min(max_len, min(len(r) for r in rows), target.max_positions))
+        rows = [(r * (n // max(1, len(r)) + 1))[:n] for r in rows]  # a prompt shorter than min_len repeats
+        return torch.tensor(rows, dtype=torch.long, device=target.device)
+
+    def rows_of_lengths(self, target: Target, lengths: list[int]) -> list[list[int]]:
+        """Real prompts cut to the given lengths (a left-padded batch's rows)."""
+        return [self._prompt(k, target)[:n] for k, n in enumerate(lengths)]
+
+
+REALISTIC: ContextVar[Realistic | None] = ContextVar("realistic", default=None)
+
+
+def _realistic() -> Realistic | None:
+    """The realistic example being run, marked as consulted; None while drawing."""
+    real = REALISTIC.get()
+    if real is not None:
+        real.consulted = True
+    return real
+
+
+def realistic_prompts(target: Target) -> list[list[int]]:
+    """REAL_PROMPTS in the target's own tokenizer."""
+    tok = target.tokenizer()
+    return [tok.encode(p) for p in REAL_PROMPTS]
 
 
 def logit_vectors(*, min_vocab: int = 2, max_vocab: int = 40, magnitude: float = 30.0,

@@ -117,6 +117,9 @@ class Target:
     # target whose forward pass is expensive (a real 135M-parameter model) so that the whole catalog fits a CI
     # budget; claims written for trained weights (needs "trained") keep their own counts. See spec.runner.
     max_examples: int | None = None
+    # Explicit examples from real text run before the drawn ones (spec.strategies.REALISTIC): for a target whose
+    # few examples per claim must not be Hypothesis's trivial minimal ones (a real trained model). Needs a tokenizer.
+    realistic_examples: int = 0
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
 

@@ -16,34 +16,9 @@ from torch import Tensor
 
 from spec.catalog import claim
 from spec.claims.dec import check_greedy_step
-from spec.strategies import target_ids
+from spec.strategies import padded_batch, prefill_points, target_ids
 from spec.target import NotExposed, Target, skip_part
 from spec.tolerance import CLASSES, ToleranceClass, assert_equal, assert_logits_close, check
-
-
-@st.composite
-def padded_batch(draw: st.DrawFn, target: Target, *, max_len: int = 8, max_rows: int = 3,
-                  reserve: int = 0) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """Prompts of different lengths, left-padded with a drawn pad ID.
-
-    Returns (ids [B, L], attention_mask [B, L] of 0/1, the unpadded rows as [1, l_r] tensors);
-    at least two lengths differ and L + reserve <= target.max_positions.
-    """
-    cap = max(2, min(max_len, target.max_positions - reserve))
-    n_rows = draw(st.integers(2, max_rows), label="rows")
-    lengths = [draw(st.integers(1, cap), label=f"len{r}") for r in range(n_rows)]
-    if len(set(lengths)) == 1:  # force unequal lengths, so some row is padded
-        lengths[0] = lengths[0] - 1 if lengths[0] > 1 else 2
-    v = target.vocab_size
-    rows = [draw(st.lists(st.integers(0, v - 1), min_size=n, max_size=n), label=f"row{r}")
-            for r, n in enumerate(lengths)]
-    pad = draw(st.integers(0, v - 1), label="pad_id")
-    width = max(lengths)
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long, device=target.device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long,
-                        device=target.device)
-    singles = [torch.tensor([r], dtype=torch.long, device=target.device) for r in rows]
-    return ids, mask, singles
 
 
 def _same_continuation(target: Target, prompt: Tensor, got: list[int], want: list[int], tol: ToleranceClass,
@@ -115,11 +90,11 @@ def gen_2(target: Target, data: st.DataObject) -> None:
     """decode(ids, prefill) == logits(ids) within tolerance; the same for a left-padded, masked batch."""
     tol = CLASSES[target.tolerance]
     ids = data.draw(target_ids(target, max_len=12, batch=data.draw(st.integers(1, 2), label="batch")), label="ids")
-    prefill = data.draw(st.integers(1, ids.shape[1]), label="prefill")
+    prefill = data.draw(prefill_points(ids.shape[1]), label="prefill")
     assert_logits_close(target.decode(ids, prefill), target.logits(ids), tol,
                  f"cached decoding (prefill {prefill} of {ids.shape[1]}) vs full recomputation")
     padded, mask, singles = data.draw(padded_batch(target, max_len=10), label="padded_batch")
-    prefill = data.draw(st.integers(1, padded.shape[1]), label="padded_prefill")
+    prefill = data.draw(prefill_points(padded.shape[1]), label="padded_prefill")
     got = target.decode(padded, prefill, mask)
     want = target.logits(padded, mask)
     width = padded.shape[1]

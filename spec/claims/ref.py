@@ -18,8 +18,7 @@ from torch import Tensor
 
 from reference.model import Transformer
 from spec.catalog import claim
-from spec.claims.gen import padded_batch
-from spec.strategies import target_ids
+from spec.strategies import padded_batch, target_ids
 from spec.target import NotExposed, Target
 from spec.tolerance import CLASSES, assert_close, assert_logits_close, check
 

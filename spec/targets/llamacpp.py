@@ -143,6 +143,7 @@ def load(n_threads: int = 1) -> LlamaCppTarget:
                 logits_all=True, verbose=False, seed=0)
     target = LlamaCppTarget(llm)
     target.max_examples = smollm2.MAX_EXAMPLES  # the same model size and budget as the smollm2 targets
+    target.realistic_examples = smollm2.REALISTIC_EXAMPLES
     return target
 
 

@@ -403,6 +403,7 @@ def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32) -> TLe
                                                          device=device, dtype=dtype, default_prepend_bos=False)
     target = TLensTarget(tl, name="tlens:smollm2", tokenizer=HFTokenizer(tok), trained=True)
     target.max_examples = smollm2.MAX_EXAMPLES  # the same model size and budget as the smollm2 targets
+    target.realistic_examples = smollm2.REALISTIC_EXAMPLES
     if dtype == torch.float32:
         target.tolerance = "float32-deep"  # spec.tolerance: measured rounding of a 30-layer model
     return target

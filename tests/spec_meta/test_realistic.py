@@ -1,0 +1,71 @@
+"""Realistic examples: an expensive target's claims run explicit examples of real text before the drawn ones.
+
+On SmolLM2 each claim that runs the model gets only a few examples, and Hypothesis's first drawn example is its
+minimal one (ids [[0]], prefill 1: no cached step at all in GEN-2). ``Target.realistic_examples`` makes the runner
+run that many explicit examples first, built from spec.strategies.REAL_PROMPTS in the target's own tokenizer.
+"""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from torch import Tensor
+
+from spec.catalog import CATALOG, ordered
+from spec.runner import PASSED, run_claim
+from spec.strategies import REAL_PROMPTS
+from spec.targets.reference_target import ReferenceTarget
+
+FAST = settings(max_examples=2, derandomize=True, database=None)
+
+
+class Recording(ReferenceTarget):
+    """The reference, recording what GEN-2 hands its decode: (ids, prefill, mask given)."""
+
+    calls: list[tuple[list[list[int]], int, bool]]
+
+    def decode(self, ids: Tensor, prefill: int, attention_mask: Tensor | None = None) -> Tensor:
+        self.calls.append((ids.tolist(), prefill, attention_mask is not None))
+        return super().decode(ids, prefill, attention_mask)
+
+
+def _recording(realistic: int) -> Recording:
+    base = ReferenceTarget.from_preset("llama-tiny")
+    target = Recording(base.model, name="recording")
+    target.calls, target.realistic_examples = [], realistic
+    return target
+
+
+def test_gen_2_runs_real_prompts_with_a_prefill_inside_and_a_padded_batch_first() -> None:
+    ordered()
+    target = _recording(2)
+    # the tiny model's vocabulary (97) is smaller than its stand-in tokenizer's (600): IDs beyond it are left out
+    prompts = [[t for t in target.tokenizer().encode(p) if t < target.vocab_size] for p in REAL_PROMPTS]
+    result = run_claim(CATALOG["GEN-2"], target, profile=FAST)
+    assert result.status == PASSED, result.detail
+    assert result.realistic == 2 and result.examples == 4
+    (ids0, pre0, m0), (padded0, _, pm0) = target.calls[0], target.calls[1]
+    assert not m0 and pm0
+    for row, prompt in zip(ids0, prompts, strict=False):  # real text, cut to the claim's length (12)
+        assert row == prompt[:len(row)] and len(row) >= 5
+    assert 1 < pre0 < len(ids0[0])  # the prefill point lies inside the sequence: cached steps do run
+    lengths = [sum(1 for t in row if t != target.vocab_size - 1) for row in padded0]
+    assert len(set(lengths)) > 1  # rows of different lengths, left-padded
+    second = target.calls[2][0]
+    assert second[0] == prompts[1][:len(second[0])]  # the second realistic example starts from the next prompt
+    drawn = [c for c in target.calls[4:] if not c[2]]
+    assert drawn and drawn[0][0] == [[0]] and drawn[0][1] == 1  # then Hypothesis's own examples, minimal first
+
+
+def test_without_realistic_examples_the_first_example_is_hypothesis_minimal_one() -> None:
+    ordered()
+    target = _recording(0)
+    result = run_claim(CATALOG["GEN-2"], target, profile=FAST)
+    assert result.status == PASSED and result.realistic == 0 and result.examples == 2
+    assert target.calls[0][0] == [[0]] and target.calls[0][1] == 1
+
+
+def test_claims_that_draw_no_model_input_and_trained_claims_get_no_realistic_examples() -> None:
+    ordered()
+    target = _recording(2)
+    assert run_claim(CATALOG["DEC-5"], target, profile=FAST).realistic == 0  # sampler only: model-free
+    assert run_claim(CATALOG["POS-1"], target, profile=FAST).realistic == 0  # built configs: nothing to make real

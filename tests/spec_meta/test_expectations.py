@@ -150,3 +150,21 @@ def test_include_adopts_shared_entries_and_rejects_cycles_and_repeats(tmp_path: 
     (tmp_path / "bad.toml").write_text('include = "_shared.toml"\n')
     with pytest.raises(ValueError, match="include must be a list"):
         load(tmp_path / "bad.toml", set(CATALOG))
+
+
+def test_check_applies_the_committed_expectations_by_default_as_pytest_does(
+        smollm2_available: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`check smollm2` reads spec/targets/expectations/ like the plugin; --expectations replaces, --no-expectations
+    disables; both together is a usage error (exit 2)."""
+    from spec.cli import main
+
+    assert "TOK-1" in for_target(BUILTIN, "smollm2", set(CATALOG))
+    assert main(["check", "smollm2", "--claim", "TOK-1"]) == 0
+    assert "expected deviation" in capsys.readouterr().out
+    assert main(["check", "smollm2", "--claim", "TOK-1", "--no-expectations"]) == 1
+    out = capsys.readouterr().out
+    assert "failed" in out and "expected deviation" not in out
+    (tmp_path / "none").mkdir()
+    assert main(["check", "smollm2", "--claim", "TOK-1", "--expectations", str(tmp_path / "none")]) == 1
+    capsys.readouterr()
+    assert main(["check", "smollm2", "--claim", "TOK-1", "--no-expectations", "--expectations", "x"]) == 2

@@ -457,7 +457,9 @@ def _check_draws(target: Target, row: list[float], temperature: float, options: 
     The tie group's tokens have equal probability, so the pooled cell's probability is m times one
     token's whichever m are kept: no subsets are enumerated. The example passes if any outcome fits
     (see the module docstring for why that keeps the false-alarm bound). The choice is noted under
-    ``topic`` when the draws single it out: every outcome that fits makes the same choice.
+    ``topic`` when the draws single it out: every outcome that fits makes the same choice. The DRAWS rows
+    of the one batched call are copies of one row, so they are taken to share one candidate set: a
+    sampler keeping different tied tokens in different rows would draw more than m of them and fail.
     """
     counts = draw_counts(target, as_logits(target, [row])[0], seed, temperature, top_k=top_k, top_p=top_p)
     q = probs64(row, temperature)
@@ -505,7 +507,8 @@ TOP_K_TIE, TOP_P_TIE = "top-k tie at the k-th place", "top-p tie at the boundary
                "them) or every token tied with the k-th (as transformers' TopKLogitsWarper does), and its choice is "
                "reported as a note (top-k tie at the k-th place), never a failure; the candidates keep "
                "softmax(z / T) in proportion, summing to 1. Checked on filtered_probabilities (where exposed) for "
-               "6 cases per example including an all-tied row, and statistically on sample.")
+               "6 cases per example including an all-tied row, and statistically on sample (the rows of one "
+               "batched call are one distribution, so they keep the same tied tokens).")
 def dec_3(target: Target, data: st.DataObject) -> None:
     """Top-k keeps the k top-ranked tokens (at a tie at the k-th place: exactly k, or all tied) and renormalises.
 
@@ -548,7 +551,8 @@ def dec_3(target: Target, data: st.DataObject) -> None:
                "The nucleus has the size of the shortest top-ranked prefix whose running mass reaches p (the first "
                "token whose running mass is >= p, not > p, ends it): every token more probable than its last one, "
                "and as many of the tokens tied with its last one as the prefix holds, any of them (a stable "
-               "descending sort keeps the lower IDs, transformers' TopPLogitsWarper, sorting ascending, the higher); "
+               "descending sort keeps the lower IDs, transformers' TopPLogitsWarper, sorting ascending, mostly the "
+               "higher); "
                "or, for an implementation that treats equal probabilities as one rank, that whole boundary tie "
                "group. The choice is reported as a note (top-p tie at the boundary), never a failure. No token is "
                "kept whose removal would still leave mass >= p (beyond the float slack) other than such tied ones; "

@@ -6,7 +6,8 @@ read-out, worked on the target's own matrices (E or U) and, where they need a
 softmax, on the target's own softmax. Math on the target's matrices is done in
 float64, so its tolerances are float64 rounding bounds of a d-term dot product
 (gamma_d = d u / (1 - d u) with u = 2^-53, rounded up to 4 (d + 2) u), never the
-target's class.
+target's class. OUT-4, OUT-5 and OUT-6 look at every row of E (column of U): rows that are exactly zero or
+repeat another bit for bit are facts about the weights, set aside by ``checkable_rows`` and reported as notes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import Tensor
 from spec.catalog import claim
 from spec.claims.soft import exact_softmax, softmax_error_bound, unit_roundoff, within
 from spec.strategies import configs, permutations, seeds, target_ids
-from spec.target import Target
+from spec.target import Target, note
 from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, assert_logits_close, check
 
 _U64 = 2.0**-53
@@ -40,9 +41,62 @@ def _scores(vectors: Tensor, table: Tensor) -> Tensor:
 
 def repeated_rows(table: Tensor) -> list[list[int]]:
     """Groups of row indices whose rows are bit-identical (each group sorted, groups by first index)."""
-    _, inverse, counts = torch.unique(table.detach().cpu(), dim=0, return_inverse=True, return_counts=True)
-    groups = [(inverse == g).nonzero().flatten().tolist() for g in (counts > 1).nonzero().flatten().tolist()]
-    return sorted(groups)
+    t = table.detach().cpu().contiguous()
+    bits = t.view({8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[t.element_size()])  # bit for bit
+    _, inverse, counts = torch.unique(bits, dim=0, return_inverse=True, return_counts=True)
+    rows = (counts[inverse] > 1).nonzero().flatten()  # ascending
+    keys = inverse[rows]
+    order = torch.sort(keys, stable=True).indices  # rows of one group together, still ascending within it
+    rows, keys = rows[order], keys[order]
+    sizes = torch.unique_consecutive(keys, return_counts=True)[1]
+    return sorted(group.tolist() for group in rows.split(sizes.tolist()))
+
+
+def _id_list(ids: list[int], limit: int = 8) -> str:
+    """'[2]', or the first ``limit`` IDs and how many more: '[0, 1, ..., 7, … +89 more]'."""
+    more = f", … +{len(ids) - limit} more" if len(ids) > limit else ""
+    return "[" + ", ".join(map(str, ids[:limit])) + more + "]"
+
+
+def _group_list(groups: list[list[int]], rows: str = "rows", limit: int = 4, members: int = 8) -> str:
+    """'15 rows in 4 groups: {5, 9, 11, 36743}, {7, 45175}, ...': at most ``limit`` groups of ``members`` IDs."""
+    def one(g: list[int]) -> str:
+        return "{" + ", ".join(map(str, g[:members])) + (f", … +{len(g) - members}" if len(g) > members else "") + "}"
+    shown = ", ".join(one(g) for g in groups[:limit])
+    more = f", … +{len(groups) - limit} more groups" if len(groups) > limit else ""
+    return f"{sum(map(len, groups))} {rows} in {len(groups)} group{'s' if len(groups) > 1 else ''}: {shown}{more}"
+
+
+def checkable_rows(table: Tensor, what: str, rows: str = "rows") -> Tensor:
+    """Which rows of ``table`` [V, d] a claim about the geometry of its rows checks: a bool mask [V].
+
+    A row that is exactly zero (a padding row: nn.Embedding(padding_idx=...)) has no direction, and rows that
+    repeat one another bit for bit (tokens never seen in training) are one direction under several IDs. Both are
+    facts about the weights, not about how the target computes, so the claims set them aside, for every row of
+    the table at once (never depending on which rows an example draws), and name them with spec.target.note.
+    Fewer than two rows left is a failure: the claim would pass on nothing.
+    """
+    t = table.detach().cpu()
+    zero = torch.cat([(chunk == 0).all(dim=1) for chunk in t.split(_CHUNK)])
+    groups = [g for g in repeated_rows(t) if not bool(zero[g[0]])]  # several zero rows are reported as zero
+    keep = ~zero
+    for g in groups:
+        keep[g] = False
+    if bool(zero.any()):
+        note(f"zero {rows} of {what} (excluded)", _id_list(zero.nonzero().flatten().tolist()))
+    if groups:
+        note(f"repeated {rows} of {what} (excluded)", _group_list(groups, rows))
+    left = int(keep.sum())
+    check(left >= 2, f"only {left} of the {len(t)} {rows} of {what} are neither exactly zero nor repeated: "
+                     f"nothing left for the claim to check")
+    return keep
+
+
+def _drawn_row(keep: Tensor) -> st.SearchStrategy[int]:
+    """A row index among the kept ones (the plain integer strategy when every row is kept, as before)."""
+    if bool(keep.all()):
+        return st.integers(0, len(keep) - 1)
+    return st.sampled_from(keep.nonzero().flatten().tolist())
 
 
 def _row_norms(table: Tensor) -> Tensor:
@@ -177,26 +231,33 @@ def out_3(target: Target, data: st.DataObject) -> None:
                 "exactly 1; with V <= d, the pseudo-inverse round trip returns the one-hot vector.",
        source="tokens-as-directions §1.2, §3.2", needs=("embedding_matrix",),
        tolerance="float64 math on the target's E: the score within 4 (d + 2) u64 of 1 (two d-term dot products); "
-                 "E_sub pinv(E_sub) within 10 (d + k) kappa u64 of the identity, kappa the condition number",
-       precise="the first part needs every scored row to be non-zero (a zero row, e.g. a padding row, has no "
-               "row-normalised inverse and is reported as a failure). The pseudo-inverse part needs V <= d, which real "
-               "tables do not meet: it draws k <= min(d, 16) distinct tokens and uses their rows E_sub [k, d] as the "
-               "table; the round trip onehot(t) E_sub pinv(E_sub) == onehot(t) then holds iff those rows are linearly "
-               "independent (duplicate or dependent rows are reported as a failure)")
+                 "E_sub pinv(E_sub) within 10 (d + k) kappa u64 of the identity, kappa the condition number. Rows of "
+                 "E that are exactly zero or repeat another row bit for bit are set aside before anything is drawn "
+                 "and reported as notes",
+       precise="a row that is exactly zero (a padding row) has no row-normalised inverse, and rows that repeat one "
+               "another bit for bit can never be told apart: both are facts about the weights, found by scanning "
+               "every row of E (not only the drawn ones, so the verdict cannot depend on the draw), set aside and "
+               "named in the notes; the property draws its tokens from the other rows, and fails when fewer than two "
+               "are left. The pseudo-inverse part needs V <= d, which real tables do not meet: it draws k <= min(d, "
+               "16) distinct tokens and uses their rows E_sub [k, d] as the table; the round trip onehot(t) E_sub "
+               "pinv(E_sub) == onehot(t) then holds iff those rows are linearly independent (dependent rows that are "
+               "not exact repeats, e.g. one row a multiple of another, are reported as a failure)")
 def out_4(target: Target, data: st.DataObject) -> None:
-    """For drawn tokens t: (E_t / |E_t|^2) . E_t == 1; for k <= d distinct drawn tokens with rows E_sub [k, d]:
-    E_sub pinv(E_sub) == I_k, so every one-hot vector makes the round trip."""
+    """Rows of E neither exactly zero nor repeated (the rest are set aside and noted): for drawn such tokens t,
+    (E_t / |E_t|^2) . E_t == 1; for k <= d distinct drawn such tokens with rows E_sub [k, d]: E_sub pinv(E_sub) ==
+    I_k, so every one-hot vector makes the round trip."""
     E = target.embedding_matrix()
-    v, d = E.shape
-    for t in _token_list(data, v, "tokens"):
+    d = int(E.shape[1])
+    keep = checkable_rows(E, "E")
+    for t in data.draw(st.lists(_drawn_row(keep), min_size=1, max_size=8), label="tokens"):
         row = E[t].detach().double().cpu()
         n2 = float(row @ row)
         check(n2 > 0, f"row {t} of E is zero: it has no row-normalised inverse")
         score = (row / n2) @ row
         within(score, torch.tensor(1.0, dtype=torch.float64), torch.tensor(_dot_bound(d)),
                f"row-normalised transpose score of token {t}")
-    k_max = min(d, v, 16)
-    sub_ids = data.draw(st.lists(st.integers(0, v - 1), min_size=1, max_size=k_max, unique=True), label="sub_vocab")
+    k_max = min(d, int(keep.sum()), 16)
+    sub_ids = data.draw(st.lists(_drawn_row(keep), min_size=1, max_size=k_max, unique=True), label="sub_vocab")
     E_sub = E[sub_ids].detach().double().cpu()  # [k, d]
     k = len(sub_ids)
     sv = torch.linalg.svdvals(E_sub)
@@ -213,39 +274,42 @@ def out_4(target: Target, data: st.DataObject) -> None:
        source="tokens-as-directions \"Directions in space\", \"The effect of vector length\"",
        needs=("embedding_matrix",),
        tolerance="float64 math on the target's E: scores and norms compared within 4 (d + 2) u64 relative (rounding "
-                 "of d-term dot products)",
+                 "of d-term dot products). Rows of E that are exactly zero or repeat another row bit for bit are set "
+                 "aside from the table and reported as notes",
        precise="equal norms make E_t . E_j = c^2 cos(theta) <= c^2 = E_t . E_t, so t wins unless another row points "
-               "in exactly the same direction: such rows (two tokens sharing a direction) are reported as a failure, "
-               "bit-identical rows anywhere in E always (not only when drawn). "
+               "in exactly the same direction. A row that is exactly zero (a padding row) has no direction to "
+               "rescale, and tokens whose rows repeat bit for bit (e.g. special tokens never seen in training) share "
+               "one direction by construction: both are facts about the weights, found by scanning every row of E, "
+               "set aside (neither drawn nor scored) and named in the notes; the claim holds on the table of the "
+               "other rows, and fails when fewer than two are left. Among those, two rows pointing the same way "
+               "(one a positive multiple of the other) are reported as a failure. "
                "On the target's unnormalised E, a failure of recovery is always explained by a longer row: "
                "E_t . E_j > |E_t|^2 forces |E_j| > |E_t|. The counterexample is made explicit twice: rows [1, 0] and "
                "[2, 1], and the target's table with row j replaced by lambda |E_t| (cos theta e_t + sin theta w), "
                "lambda cos theta > 1")
 def out_5(target: Target, data: st.DataObject) -> None:
-    """(a) rows of E rescaled to equal norm: for drawn t, E_t . E_t exceeds every other E_t . E_j, so argmax is t;
-    (b) on E as it is, argmax_j E_t . E_j != t implies |E_j| > |E_t|; (c) explicit counterexamples where a longer row
-    wins, which equal-norm rescaling repairs."""
+    """On the rows of E neither exactly zero nor repeated (the rest set aside and noted): (a) rescaled to equal norm,
+    for drawn t, E_t . E_t exceeds every other E_t . E_j, so argmax is t; (b) as they are, argmax_j E_t . E_j != t
+    implies |E_j| > |E_t|; (c) explicit counterexamples where a longer row wins, which equal-norm rescaling repairs."""
     E = target.embedding_matrix()
     v, d = E.shape
     check(v == target.vocab_size, f"E has {v} rows, the vocabulary {target.vocab_size}")
     rel = _dot_bound(d)
+    keep = checkable_rows(E, "E")
     norms = _row_norms(E)
-    check(bool((norms > 0).all()), f"E has zero rows {(norms == 0).nonzero().flatten().tolist()[:5]}: no direction")
-    copies = repeated_rows(E)
-    check(not copies, f"rows of E repeat exactly, so those tokens share one direction and argmax cannot tell them "
-                      f"apart: {copies[:4]}{' …' if len(copies) > 4 else ''}")
-    tokens = _token_list(data, v, "tokens")
+    tokens = data.draw(st.lists(_drawn_row(keep), min_size=1, max_size=8), label="tokens")
     rows = E[tokens].detach().double().cpu()
     unit = rows / rows.norm(dim=1, keepdim=True)
     cos = torch.cat([unit @ (c.detach().double().cpu() / n[:, None]).T
                      for c, n in zip(E.split(_CHUNK), norms.split(_CHUNK), strict=True)], dim=1)  # [k, V]
+    cos = torch.where(keep, cos, -math.inf)  # rows set aside take no part (a zero row's cosine is 0 / 0)
     for r, t in enumerate(tokens):
         others = torch.cat([cos[r, :t], cos[r, t + 1:]])
         j = int(others.argmax()) + (1 if int(others.argmax()) >= t else 0)
         check(float(cos[r, j]) < float(cos[r, t]) - 2 * rel,
               f"with equal norms token {t} is not recovered: row {j} points the same way (cos {float(cos[r, j]):.17g})")
         check(int(cos[r].argmax()) == t, f"equal-norm recovery of token {t} gives {int(cos[r].argmax())}")
-    raw = _scores(rows, E)  # [k, V]
+    raw = torch.where(keep, _scores(rows, E), -math.inf)  # [k, V]
     for r, t in enumerate(tokens):
         j = int(raw[r].argmax())
         if j != t and float(raw[r, j]) > float(raw[r, t]) * (1 + rel):
@@ -255,8 +319,6 @@ def out_5(target: Target, data: st.DataObject) -> None:
     check(int((small[0] @ small.T).argmax()) == 1, "2-D counterexample: token 0 should lose to the longer row 1")
     small_n = small / small.norm(dim=1, keepdim=True)
     check(int((small_n[0] @ small_n.T).argmax()) == 0, "2-D counterexample: equal norms should recover token 0")
-    if v < 2:
-        return
     t = tokens[0]
     j = data.draw(st.integers(0, v - 2), label="longer_row")
     j = j + 1 if j >= t else j
@@ -270,11 +332,14 @@ def out_5(target: Target, data: st.DataObject) -> None:
         return
     new_row = lam * e_t.norm() * (math.cos(theta) * e_t / e_t.norm() + math.sin(theta) * w / w.norm())
     parts = [E[:j].detach().double().cpu(), new_row[None], E[j + 1:].detach().double().cpu()]
-    scores = torch.cat([e_t[None] @ part.T for part in parts], dim=1)[0]
+    in_table = keep.clone()
+    in_table[j] = True  # row j is replaced by the new row, whatever it was
+    scores = torch.where(in_table, torch.cat([e_t[None] @ part.T for part in parts], dim=1)[0], -math.inf)
     check(int(scores.argmax()) != t,
           f"counterexample: row {j} made longer (lambda cos theta = {lam * math.cos(theta):.3g}) should beat token {t}")
     unit_t = e_t / e_t.norm()
     cosines = torch.cat([unit_t[None] @ (part / part.norm(dim=1, keepdim=True)).T for part in parts], dim=1)[0]
+    cosines = torch.where(in_table, cosines, -math.inf)
     check(int(cosines.argmax()) == t, f"counterexample table rescaled to equal norms should recover token {t}, "
                                       f"got {int(cosines.argmax())}")
 
@@ -283,30 +348,35 @@ def out_5(target: Target, data: st.DataObject) -> None:
                 "can differ, and they agree whenever all U_i have equal norm.",
        source="tokens-as-directions Part 2", needs=("unembedding",),
        tolerance="float64 math on the target's U: compared within 4 (d + 2) u64 (|h| + 1)^2 (rounding of d-term dot "
-                 "products and squared distances)",
+                 "products and squared distances). Columns of U that are exactly zero or repeat another column bit "
+                 "for bit are set aside and reported as notes",
        precise="|h - u|^2 = |h|^2 + |u|^2 - 2 h . u, so with equal |u| the largest dot product is the nearest column; "
-               "the property checks the value at each side's choice (not the index, which ties may swap). The "
-               "difference is exhibited twice: h = [1, 0] against columns [1, 0] and [3, 3], and on the target's U "
-               "with h = U_t and an extra column 2 U_t. The bias of the target, if any, is not part of this claim")
+               "the property checks the value at each side's choice (not the index, which ties may swap). A column "
+               "that is exactly zero (a tied padding row) cannot be rescaled to the common norm, and columns that "
+               "repeat bit for bit are one vector under several IDs: both are facts about the weights, found by "
+               "scanning every column of U, set aside (neither drawn nor compared) and named in the notes; the "
+               "claim holds on the other columns, and fails when fewer than two are left. The difference is "
+               "exhibited twice: h = [1, 0] against columns [1, 0] and [3, 3], and on the target's U with h = U_t "
+               "and an extra column 2 U_t. The bias of the target, if any, is not part of this claim")
 def out_6(target: Target, data: st.DataObject) -> None:
-    """Columns of U rescaled to a drawn common norm c: for drawn h, the column with the largest h . U_i is also the
-    nearest one (up to rounding); h = [1, 0] with columns [1, 0], [3, 3] and h = U_t with an extra column 2 U_t
-    separate the two."""
+    """Columns of U neither exactly zero nor repeated (the rest set aside and noted), rescaled to a drawn common norm
+    c: for drawn h, the column with the largest h . U_i is also the nearest one (up to rounding); h = [1, 0] with
+    columns [1, 0], [3, 3] and h = U_t with an extra column 2 U_t separate the two."""
     U, _ = target.unembedding()
     check(U.dim() == 2 and U.shape[1] == target.vocab_size,
           f"U has shape {tuple(U.shape)}, expected [d, V] with V = {target.vocab_size}")
     d_model = _width_of(target)
     check(d_model is None or U.shape[0] == d_model, f"U has {U.shape[0]} rows, d_model is {d_model}")
-    d, v = U.shape
+    d = int(U.shape[0])
     cols = U.detach().double().cpu().T  # [V, d]
+    keep = checkable_rows(U.T, "U", "columns")
     norms = cols.norm(dim=1)
-    check(bool((norms > 0).all()), f"U has zero columns {(norms == 0).nonzero().flatten().tolist()[:5]}")
     c = data.draw(st.floats(0.1, 10.0), label="common_norm")
     unit = cols / norms[:, None] * c
     g = torch.Generator().manual_seed(data.draw(seeds, label="h_seed"))
     h = torch.randn(d, generator=g, dtype=torch.float64) * data.draw(st.floats(0.01, 10.0), label="h_scale")
-    dots = unit @ h
-    dist2 = torch.cat([((chunk - h) ** 2).sum(dim=1) for chunk in unit.split(_CHUNK)])
+    dots = torch.where(keep, unit @ h, -math.inf)  # columns set aside take no part (a zero column is 0 / 0 here)
+    dist2 = torch.where(keep, torch.cat([((chunk - h) ** 2).sum(dim=1) for chunk in unit.split(_CHUNK)]), math.inf)
     i_dot, i_near = int(dots.argmax()), int(dist2.argmin())
     slack = _dot_bound(d) * (float(h.norm()) + c + 1) ** 2
     check(float(dots[i_near]) >= float(dots[i_dot]) - slack,
@@ -319,11 +389,11 @@ def out_6(target: Target, data: st.DataObject) -> None:
     cols2 = torch.tensor([[1.0, 0.0], [3.0, 3.0]], dtype=torch.float64)
     check(int((cols2 @ h2).argmax()) == 1 and int(((cols2 - h2) ** 2).sum(dim=1).argmin()) == 0,
           "2-D example: the top dot product (column 1) and the nearest column (0) should differ")
-    t = data.draw(st.integers(0, v - 1), label="column")
+    t = data.draw(_drawn_row(keep), label="column")
     extra = torch.cat([cols, 2 * cols[t][None]])
     h3 = cols[t]
     near = ((extra - h3) ** 2).sum(dim=1)
-    top = int((extra @ h3).argmax())
+    top = int(torch.where(torch.cat([keep, torch.ones(1, dtype=torch.bool)]), extra @ h3, -math.inf).argmax())
     check(top != t, f"with an extra column 2 U_{t}, h = U_{t} should have a larger dot product elsewhere")
     check(float(near[t]) == 0.0, f"h = U_{t} is at distance {float(near[t])} from U_{t}")
     check(float(near[top]) > 0.0, f"the top-dot column {top} should not be where h is")

@@ -379,11 +379,10 @@ class GGUFByteBPETokenizer(ByteBPETokenizer):
     SmolLM2's lacks 21: six control characters (0x04 0x06 0x13 0x14 0x16 0x1d), the
     lead bytes 0xf1 0xf2 (code points U+40000..U+BFFFF) and nine bytes that valid
     UTF-8 never contains (0xc0 0xc1 0xf5..0xff). HuggingFace tokenizers' BPE, with
-    no unknown token and no byte fallback, drops such a byte from the word before
-    merging; this class does the same (llama.cpp drops it too, but after merging,
-    which differs only when the dropped byte sat between two mergeable ones). Such
-    texts then do not survive encode/decode: ``missing_bytes`` lists the bytes, and
-    an empty list means the usual lossless guarantee holds.
+    no unknown token and no byte fallback, silently drops such a byte (llama.cpp too);
+    this class never drops input: ``encode`` raises a ValueError naming the character,
+    its code point and its index (ByteBPETokenizer.encode, claim TOK-1), so every text it
+    encodes survives encode/decode. ``missing_bytes`` lists the bytes.
     """
 
     def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]],
@@ -404,13 +403,6 @@ class GGUFByteBPETokenizer(ByteBPETokenizer):
         del self._id_to_token[size:]
         del self._id_to_bytes[size:]
         self.missing_bytes: list[int] = missing
-        self._missing = frozenset(missing)
-
-    def _encode_word(self, word: str) -> tuple[int, ...]:
-        data = word.encode("utf-8")
-        if self._missing.isdisjoint(data):
-            return super()._encode_word(word)
-        return self._merge_word([self._byte_ids[b] for b in data if b not in self._missing])
 
 
 def gguf_tokenizer(source: str | os.PathLike[str] | GGUFFile) -> GGUFByteBPETokenizer:
@@ -419,8 +411,8 @@ def gguf_tokenizer(source: str | os.PathLike[str] | GGUFFile) -> GGUFByteBPEToke
     ``tokens`` give the ids (their order), ``merges`` the ranked merges ("a b"),
     ``token_type`` which tokens are control tokens (they become special tokens,
     matched in text with ``encode(text, allow_special=True)``), and ``pre`` the
-    pre-tokenizer, read as llama.cpp reads it (PRE_TOKENIZERS). Byte tokens the
-    vocabulary lacks are dropped from the text, as HuggingFace does (GGUFByteBPETokenizer).
+    pre-tokenizer, read as llama.cpp reads it (PRE_TOKENIZERS). Text needing a byte token the
+    vocabulary lacks is refused with a ValueError, never dropped (GGUFByteBPETokenizer).
 
     transformers (5.23) reads the same file with the plain GPT-2 regex, because its
     table of GGUF pre-tokenizers has no "smollm" entry; the two agree except where a

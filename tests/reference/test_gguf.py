@@ -461,7 +461,10 @@ def _has_missing_byte(tok: G.GGUFByteBPETokenizer, text: str) -> bool:
 @given(text=TEXTS)
 def test_tokenizer_matches_transformers_id_for_id(ref: Any, hf_tok: Any, hf_tok_smollm: Any, text: str) -> None:
     """Against SmolLM2's own pre-tokenizer everywhere; against transformers' reading of the GGUF (plain GPT-2
-    regex) wherever no run of two whitespace characters precedes a digit, the one place they split differently."""
+    regex) wherever no number follows two whitespace characters, or one whitespace character when the number starts
+    with a non-ASCII digit (' ¼'): the places they split differently. SmolLM2 splits every digit off on its own, so
+    the whitespace before it stays apart; the GPT-2 regex keeps ' ¼' together, whose bytes then merge as 'Ġ' + 'Â'
+    (an ASCII digit has no such merge with the space before it)."""
     tok = ref.tokenizer()
     if _has_missing_byte(tok, text):  # the reference refuses what it cannot encode; transformers drops the byte
         with pytest.raises(ValueError, match="has no token in this vocabulary"):
@@ -471,7 +474,7 @@ def test_tokenizer_matches_transformers_id_for_id(ref: Any, hf_tok: Any, hf_tok_
     assert ours == hf_tok_smollm.encode(text, add_special_tokens=False).ids
     shipped = hf_tok.encode(text, add_special_tokens=False)
     if ours != shipped:
-        assert regex.search(r"\s\s\p{N}", text), (text, ours, shipped)
+        assert regex.search(r"\s\s\p{N}|\s(?![0-9])\p{N}", text), (text, ours, shipped)
     assert tok.decode(ours) == text  # lossless: texts needing a missing byte were refused above
     assert hf_tok.decode(ours, clean_up_tokenization_spaces=False) == text
 

@@ -47,7 +47,8 @@ def divide_by_temperature(z: Tensor, t: float) -> Tensor:
 
 
 def greedy(logits: Tensor) -> Tensor:
-    """The argmax of each row, [batch, V] -> [batch]; ties go to the lowest ID (claim DEC-1)."""
+    """The argmax of each row, [batch, V] -> [batch]; ties go to the lowest ID (the reference's choice:
+    DEC-1 leaves it free and reports it)."""
     return logits.argmax(dim=-1)
 
 

@@ -80,7 +80,7 @@ def claim(id: str, statement: str, *, source: str, needs: tuple[str, ...] = (), 
         raise ValueError(f"claim {id} needs unknown capabilities {unknown}")
     if kind not in ("exact", "numeric", "statistical"):
         raise ValueError(f"claim {id}: kind must be exact, numeric or statistical, got {kind!r}")
-    if alpha is not None and (kind != "statistical" or not 0.0 < alpha < 1.0):
+    if (alpha is not None) != (kind == "statistical") or (alpha is not None and not 0.0 < alpha < 1.0):
         raise ValueError(f"claim {id}: a statistical claim states its per-run false-alarm rate alpha in (0, 1), "
                          f"and only a statistical claim has one; got kind {kind!r}, alpha {alpha!r}")
 

@@ -6,9 +6,10 @@ Format (TOML), e.g. ``expectations/hf-gpt2.toml``::
     claim = "GEN-3"
     reason = "GPT-2 forward ignores left padding unless position_ids are passed"
 
-A file may also name shared files whose entries it adopts, relative to itself, e.g. every
-``hf-*.toml`` has ``include = ["_transformers-sampling.toml"]`` for the logits warpers all
-HuggingFace families share; files whose names start with ``_`` belong to no target.
+A file may also name shared files whose entries it adopts, relative to itself, e.g.
+``smollm2-hf.toml`` has ``include = ["_smollm2-hf-tokenizer.toml"]`` for the deviations of
+transformers' SmolLM2 tokenizer, which ``tlens:smollm2`` shares; files whose names start with
+``_`` belong to no target.
 
 An entry whose claim ID is not in the catalog is reported as a warning; one that names
 a claim that then passes is a failure (spec.runner): stale expectations hide nothing.

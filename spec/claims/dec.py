@@ -385,7 +385,7 @@ def dec_1(target: Target, data: st.DataObject) -> None:
 # ======================================================================================================
 @claim("DEC-2", "Sampling at temperature T draws token i with probability softmax(z / T)[i].",
        source="embedding-to-choice §14; inference-journey §12", needs=("sample",), kind="statistical",
-       max_examples=STAT_EXAMPLES,
+       max_examples=STAT_EXAMPLES, alpha=FAMILY_ALPHA,
        tolerance=f"statistical: {DRAWS} seeded draws per example; chi-square over the tokens expected >= 5 "
                  "times with the rarer ones pooled into one cell (or, if even the pool is expected < 5 times, "
                  f"an exact binomial test on the pool), each test at alpha={ALPHA:.3g} "
@@ -494,6 +494,7 @@ TOP_K_TIE, TOP_P_TIE = "top-k tie at the k-th place", "top-p tie at the boundary
 
 @claim("DEC-3", "Top-k: only the k most probable tokens can be drawn, with probabilities renormalised in proportion.",
        source="inference-journey §12", needs=("sample",), kind="statistical", max_examples=STAT_EXAMPLES,
+       alpha=FAMILY_ALPHA,
        tolerance="filtered_probabilities vs an independent float64 computation: the class of its dtype "
                  "(float32: atol = rtol = 1e-4 covers float32 softmax rounding), and exact zeros outside the "
                  "candidates; draws: no draw outside the candidates and no more distinct tokens of a tie group "
@@ -540,6 +541,7 @@ def dec_3(target: Target, data: st.DataObject) -> None:
 @claim("DEC-4", "Top-p: the candidates are the shortest top-ranked set whose probability reaches p (a tie at its "
                 "boundary may be kept whole); the top token is always one; their probabilities are renormalised.",
        source="inference-journey §12", needs=("sample",), kind="statistical", max_examples=STAT_EXAMPLES,
+       alpha=FAMILY_ALPHA,
        tolerance="filtered_probabilities vs an independent float64 computation: the class of its dtype, exact "
                  "zeros outside the nucleus; where a cumulative mass lies within 256 ulps of p (3e-5 in "
                  "float32) the boundary may fall one place either way and both sets are accepted; the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -41,26 +42,41 @@ def summary(results: list[Result]) -> str:
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
-def failures(results: list[Result], claims: dict[str, Claim]) -> str:
-    """The full story of every failure: claim, source, shrunk counterexample, reproducer."""
+def failure(r: Result) -> str:
+    """The full story of one failure: claim, source, tolerance, the error, the worst error measured, the
+    counterexample as values (and how far it was shrunk), and the one-line reproducer."""
+    return "\n".join([f"=== {r.claim} failed on {r.target}: {r.statement}", f"source: {r.source}",
+                      f"tolerance: {r.tolerance}", f"worst error / tolerance measured: {_worst(r)}", r.detail,
+                      r.shrink_line() if r.shrink else "counterexample:", r.counterexample or "  (none)",
+                      f"reproduce: {r.reproduce}"])
+
+
+def failures(results: list[Result], claims: dict[str, Claim] | None = None) -> str:
+    """Every failure's story (``failure``), one after the other; ``claims`` fills in the source and tolerance of a
+    result that lacks them."""
     out = []
     for r in results:
         if r.status != FAILED:
             continue
-        c = claims[r.claim]
-        out += [f"=== {r.claim} failed on {r.target}: {c.statement}", f"source: {c.source}",
-                f"tolerance: {c.tolerance}", r.detail, "counterexample (shrunk):", r.counterexample,
-                f"reproduce: {r.reproduce}", ""]
+        if claims and r.claim in claims and not r.source:
+            r = replace(r, source=claims[r.claim].source, tolerance=claims[r.claim].tolerance)
+        out += [failure(r), ""]
     return "\n".join(out)
 
 
-def markdown(results: list[Result]) -> str:
+def markdown(results: list[Result], level: int = 2) -> str:
+    """The table, the notes, then a failures section (a heading of ``level``) with each failure's whole story."""
     lines = ["| claim | statement | status | examples | worst error / tolerance |", "|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.claim} | {r.statement.replace('|', '/')} | {r.status} | {r.examples} | {_worst(r)} |")
     noted = [f"- {r.claim}: {r.notes_line()}" for r in results if r.notes]
     if noted:
         lines += ["", "Noted (choices the sources leave open, facts set aside; not failures):", "", *noted]
+    failed = [r for r in results if r.status == FAILED]
+    if failed:
+        lines += ["", "#" * level + " Failures"]
+        for r in failed:
+            lines += ["", "#" * (level + 1) + f" {r.claim} on {r.target}", "", "```text", failure(r), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -76,7 +92,7 @@ def junit(results: list[Result], suite: str) -> str:
                 ET.SubElement(props, "property", name=topic, value=", ".join(seen))
         if r.status == FAILED:
             fail = ET.SubElement(case, "failure", message=r.detail.splitlines()[0] if r.detail else "failed")
-            fail.text = f"{r.detail}\n\n{r.counterexample}\n\nreproduce: {r.reproduce}"
+            fail.text = failure(r)
         elif r.status != PASSED:
             ET.SubElement(case, "skipped", message=f"{r.status}: {r.detail}")
     return ET.tostring(root, encoding="unicode")

@@ -2,20 +2,37 @@
 
 Each claim becomes a Hypothesis test over ``st.data()``; the result records the
 status, how many examples ran, the worst error relative to its tolerance and, on
-failure, Hypothesis's shrunk counterexample and a command that reproduces it.
+failure, the counterexample as values (each draw by its label), how far it was
+shrunk and a command that reproduces it.
+
+Shrinking has a wall-clock budget per claim (``shrink_seconds``, default
+DEFAULT_SHRINK_SECONDS). Hypothesis has no setting for that (its own limit is a fixed
+five minutes), so the runner keeps the clock itself: from the first failure on, the
+test body raises ShrinkBudgetSpent once the budget is spent. ShrinkBudgetSpent is a
+KeyboardInterrupt: the one exception Hypothesis's engine documents as "stop now"
+(it is never taken for a failing example, nor checked against earlier runs of the
+same choices; it stops the run and propagates). The runner catches it and reports
+the smallest failing example it recorded so far.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
+import textwrap
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any, cast
 
+import torch
 from hypothesis import HealthCheck, Phase, given, reject, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from hypothesis.errors import Unsatisfiable
+from hypothesis.errors import Unsatisfiable, UnsatisfiedAssumption
 from hypothesis.reporting import with_reporter
 
 from spec.catalog import Claim
@@ -27,6 +44,9 @@ from spec.tolerance import Recorder, recording, stop_recording
 PASSED, FAILED = "passed", "failed"
 NOT_EXPOSED, DEVIATION = "not exposed", "expected deviation"
 NEEDS_TRAINED, NO_CONVERTER = "needs a trained model", "no converter for this target"
+# how far a failure's counterexample was shrunk (Result.shrink)
+SHRUNK, CUT_SHORT, NOT_SHRUNK = "shrunk", "cut short", "not shrunk"
+DEFAULT_SHRINK_SECONDS = 5.0
 
 
 @dataclass
@@ -38,12 +58,17 @@ class Result:
     examples: int = 0
     worst: float | None = None  # worst error / tolerance over all comparisons (<= 1 within)
     detail: str = ""
-    counterexample: str = ""
+    counterexample: str = ""  # the failing example's draws, one "label: value" per draw (format_draws)
     reproduce: str = ""
     seconds: float = 0.0
     realistic: int = 0  # how many of the examples were explicit realistic ones (Target.realistic_examples)
     # what the target chose where the sources leave a choice open (spec.target.note): topic -> {choice: count}
     notes: dict[str, dict[str, int]] = field(default_factory=dict)
+    source: str = ""
+    tolerance: str = ""
+    draws: list[tuple[str, str]] = field(default_factory=list)  # the failing example: (label, formatted value)
+    shrink: str = ""  # on failure: SHRUNK, CUT_SHORT (by the budget) or NOT_SHRUNK
+    shrink_seconds: float | None = None  # the budget it ran under (None: unbounded)
 
     def notes_line(self) -> str:
         """The notes as one line, e.g. 'greedy tie: lowest ID (3), not the lowest ID (1)'."""
@@ -51,8 +76,140 @@ class Result:
                                                   for obs, n in seen.items())
                          for topic, seen in self.notes.items())
 
+    def shrink_line(self) -> str:
+        """How far the counterexample below was shrunk, in words, for the failure report."""
+        if self.shrink == CUT_SHORT:
+            return (f"counterexample (shrinking cut short by the {self.shrink_seconds:g} s budget; the smallest "
+                    "failing example found so far; --shrink-seconds to change):")
+        if self.shrink == NOT_SHRUNK:
+            return "counterexample (not shrunk):"
+        return "counterexample (shrunk):"
+
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The options a run was made with, so that the printed reproducer repeats every one that matters."""
+
+    target_spec: str | None = None  # as given on the command line; None: the target's name
+    profile: str = ""
+    device: str | None = None  # None: the target's own
+    dtype: str | None = None
+    expectations: str | None = None  # an expectations file or folder given explicitly; None: the default
+    no_expectations: bool = False
+    seed: int | None = None  # a Hypothesis seed given explicitly
+    shrink_seconds: float | None = DEFAULT_SHRINK_SECONDS  # None: shrink without a bound (the zoo)
+
+    def command(self, claim_id: str, target: Target) -> str:
+        """The one-line ``next-token-spec check`` command that reruns one claim with these options."""
+        device = self.device or torch.device(target.device).type
+        dtype = self.dtype or str(target.dtype).removeprefix("torch.")
+        words = ["next-token-spec", "check", self.target_spec or target.name, "--claim", claim_id,
+                 "--device", device, "--dtype", dtype]
+        if self.profile:
+            words += ["--profile", self.profile]
+        if self.no_expectations:
+            words.append("--no-expectations")
+        elif self.expectations:
+            words += ["--expectations", str(self.expectations)]
+        if self.seed is not None:
+            words += ["--seed", str(self.seed)]
+        words += ["--shrink-seconds", "inf" if self.shrink_seconds is None else f"{self.shrink_seconds:g}"]
+        return shlex.join(words)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a running claim is: examples done of its budget, and whether it is shrinking a failure."""
+
+    claim: str
+    examples: int
+    budget: int
+    seconds: float
+    shrinking: bool = False
+    shrink_tries: int = 0
+
+
+OnProgress = Callable[[Progress], None]
+
+
+class ShrinkBudgetSpent(KeyboardInterrupt):
+    """Raised from the test body once the shrink budget is spent, to stop Hypothesis's engine as an interrupt does.
+
+    Another BaseException would also stop it, but only after Hypothesis compared the cut-short example with earlier
+    runs of the same choices and raised FlakyStrategyDefinition instead; an interrupt skips that check. The runner
+    catches it; it never leaves run_claim.
+    """
+
+
+class _Watch:
+    """The clock and the record of one claim run: examples done, the last failing example's draws, the budget.
+
+    The last failing example is the one to report: Hypothesis replays its final shrunk example last, and while it
+    shrinks every failing example it runs is smaller than the ones before (it only tries simpler ones).
+    """
+
+    def __init__(self, claim: str, budget: int, shrink_seconds: float | None, progress: OnProgress | None) -> None:
+        self.claim, self.budget, self.shrink_seconds, self.progress = claim, budget, shrink_seconds, progress
+        self.started = time.perf_counter()
+        self.examples = 0
+        self.first_failure: float | None = None  # when the first example failed: the shrink clock starts there
+        self.shrink_tries = 0
+        self.draws: list[tuple[str, object]] = []
+        self.error: BaseException | None = None
+
+    def before_example(self) -> None:
+        """Stop the run (ShrinkBudgetSpent) when shrinking has used up its budget."""
+        if self.first_failure is None:
+            return
+        self.shrink_tries += 1
+        if self.shrink_seconds is not None and time.perf_counter() - self.first_failure > self.shrink_seconds:
+            raise ShrinkBudgetSpent()
+
+    def passed(self) -> None:
+        self.examples += 1
+        self._report()
+
+    def failed(self, draws: list[tuple[str, object]], error: BaseException) -> None:
+        if self.first_failure is None:
+            self.first_failure = time.perf_counter()
+        self.draws, self.error = draws, error
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(Progress(self.claim, self.examples, self.budget, time.perf_counter() - self.started,
+                                   self.first_failure is not None, self.shrink_tries))
+
+
+class _RecordingData:
+    """The DataObject handed to a claim: draws through Hypothesis's, and records (label, value) of each draw.
+
+    Claims only call ``data.draw(strategy, label=...)``; the record is the counterexample as values, formatted at
+    report time (format_draws), so a large tensor is summarised instead of printed by repr.
+    """
+
+    def __init__(self, data: st.DataObject) -> None:
+        self._data = data
+        self.draws: list[tuple[str, object]] = []
+
+    def draw(self, strategy: st.SearchStrategy[Any], label: object = None) -> Any:
+        value = self._data.draw(strategy, label=label)
+        name = str(label) if label is not None else f"draw {len(self.draws) + 1}"
+        self.draws.append((name, _snapshot(value)))  # a copy: a target that writes into its input cannot alter it
+        return value
+
+
+def _snapshot(value: object) -> object:
+    """Tensors cloned (also inside lists and tuples); everything else as drawn."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, list | tuple) and any(isinstance(v, torch.Tensor) for v in value):
+        return type(value)(_snapshot(v) for v in value) if isinstance(value, list) else tuple(
+            _snapshot(v) for v in value)
+    return value
 
 
 def missing_status(claim: Claim, target: Target) -> tuple[str, str] | None:
@@ -69,33 +226,52 @@ def missing_status(claim: Claim, target: Target) -> tuple[str, str] | None:
 
 def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
               deviation: Deviation | None = None, target_spec: str | None = None,
-              profile_name: str = "") -> Result:
-    """Check one claim on one target; never raises for a claim failure."""
+              profile_name: str = "", invocation: Invocation | None = None,
+              progress: OnProgress | None = None) -> Result:
+    """Check one claim on one target; never raises for a claim failure.
+
+    ``invocation`` carries the options of the run (the shrink budget among them) for the reproducer; without it,
+    ``target_spec`` and ``profile_name`` fill one in with the defaults. ``progress`` is called after each example.
+    """
     started = time.perf_counter()
-    result = Result(claim.id, claim.statement, target.describe(), PASSED)
+    how = invocation or Invocation(target_spec=target_spec, profile=profile_name)
+    result = Result(claim.id, claim.statement, target.describe(), PASSED, source=claim.source,
+                    tolerance=claim.tolerance, shrink_seconds=how.shrink_seconds)
     why = missing_status(claim, target)
     if why is not None:
         result.status, result.detail = why
         return result
     base = profile or settings()
     n_max = examples_for(claim, target, base.max_examples)
-    rec, count = Recorder(), [0]
+    rec = Recorder()
     report: list[object] = []
-
     # an expected deviation's failure is already explained: skip shrinking it (hundreds of extra examples)
-    phases = base.phases if deviation is None else tuple(p for p in base.phases if p != Phase.shrink)
+    shrinks = deviation is None and how.shrink_seconds != 0
+    phases = tuple(p for p in base.phases if shrinks or p != Phase.shrink)
+    watch = _Watch(claim.id, max(1, n_max), how.shrink_seconds if shrinks else None, progress)
 
     def body(data: st.DataObject) -> None:
+        watch.before_example()
+        recorded = _RecordingData(data)
         try:
-            claim.check(target, data)
+            claim.check(target, cast(st.DataObject, recorded))
         except NotExposed as exc:  # this example needs what the target lacks (e.g. a config it cannot build)
             unexposed[exc.capability] = str(exc)
             reject()
-        count[0] += 1
+        except UnsatisfiedAssumption:  # the claim rejected its example (assume/reject): not a failure
+            raise
+        except Exception as exc:
+            watch.failed(recorded.draws, exc)
+            raise
+        watch.passed()
 
     slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    # one counterexample per claim: shrinking starts from the first failure (no search for other bugs after it)
+    test = given(data=st.data())(body)
+    if how.seed is not None:
+        test = hypothesis_seed(how.seed)(test)
     prop = settings(base, max_examples=max(1, n_max), deadline=None, phases=phases, suppress_health_check=slow_ok,
-                    database=None if base.derandomize else base.database)(given(data=st.data())(body))
+                    report_multiple_bugs=False, database=None if base.derandomize else base.database)(test)
 
     def explicit(real: Realistic) -> None:
         """One explicit realistic example: the claim with REALISTIC set, Hypothesis drawing only what is left."""
@@ -126,16 +302,17 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
         reasons = "; ".join(unexposed.values()) or str(exc)
         status = NO_CONVERTER if set(unexposed) == {"reference_model"} else NOT_EXPOSED
         result.status, result.detail = status, f"missing capability: {reasons}"
+    except ShrinkBudgetSpent:  # a failure whose shrinking ran out of time: the smallest example found so far
+        _failed(result, watch, watch.error, report, CUT_SHORT)
     except Exception as exc:  # a failed claim: keep the shrunk example and the message
-        result.status = FAILED
-        result.detail = _first_lines(f"{type(exc).__name__}: {exc}", 12)
-        result.counterexample = "\n".join(str(r) for r in report).strip() or _first_lines(traceback.format_exc(), 20)
-        result.reproduce = _reproduce(claim, target, target_spec, profile_name)
+        _failed(result, watch, exc, report, SHRUNK if Phase.shrink in phases else NOT_SHRUNK)
     finally:
         stop_recording(token)
         SKIPPED_PARTS.reset(parts)
         NOTES.reset(noted)
-    result.examples = count[0]
+    if result.status == FAILED:
+        result.reproduce = how.command(claim.id, target)
+    result.examples = watch.examples
     result.worst = rec.worst if rec.comparisons else None
     if result.status == PASSED and unexposed:  # passed on the examples it could run: say which it could not
         result.detail = "what the target cannot run was skipped: " + "; ".join(unexposed.values())
@@ -146,9 +323,85 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
             result.status = FAILED
             result.detail = (f"listed as an expected deviation, but the claim passed: remove the entry "
                              f"({deviation.reason})")
-            result.reproduce = _reproduce(claim, target, target_spec, profile_name)
+            result.reproduce = how.command(claim.id, target)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _failed(result: Result, watch: _Watch, error: BaseException | None, report: list[object], shrink: str) -> None:
+    """Fill in a failure: the error's message, the failing example's draws as values, how far it was shrunk."""
+    result.status, result.shrink = FAILED, shrink
+    result.detail = _first_lines(f"{type(error).__name__}: {error}", 12) if error is not None else "failed"
+    result.draws = [(label, format_value(value)) for label, value in watch.draws]
+    if result.draws:
+        result.counterexample = format_draws(result.draws)
+    else:  # the failure came before any draw (or outside the claim): what Hypothesis said, else where it happened
+        said = "\n".join(str(r) for r in report).strip()
+        result.counterexample = said or "(no drawn values)\n" + _first_lines(traceback.format_exc(), 20)
+
+
+# -- the counterexample as values ---------------------------------------------------------------------------
+SMALL_TENSOR = 64  # tensors with at most this many elements are printed in full
+FIRST_ENTRIES = 8  # how many leading entries a large tensor shows
+
+
+def format_draws(draws: list[tuple[str, str]]) -> str:
+    """One line per draw, ``label: value``; a value of several lines is indented under its label."""
+    return "\n".join(f"  {label}: " + value.replace("\n", "\n" + " " * (len(label) + 4)) for label, value in draws)
+
+
+def format_value(value: object) -> str:
+    """A drawn value for a person: tensors by shape, dtype and entries (all of a small one), dataclasses such as
+    ModelConfig with every field, lists and tuples item by item, anything else by repr."""
+    if isinstance(value, torch.Tensor):
+        return _format_tensor(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _format_dataclass(value)
+    if isinstance(value, list | tuple) and any(isinstance(v, torch.Tensor) for v in value):
+        inner = ",\n ".join(format_value(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    return repr(value)
+
+
+def _format_tensor(t: torch.Tensor) -> str:
+    t = t.detach().cpu()
+    head = f"tensor {list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+    if t.numel() <= SMALL_TENSOR:
+        return f"{head} {_nested(t.tolist())}"
+    flat = t.flatten()
+    first = ", ".join(_number(x) for x in flat[:FIRST_ENTRIES].tolist())
+    if t.is_floating_point() or t.is_complex():
+        real = flat.double() if t.is_floating_point() else flat.abs().double()
+        finite = real[torch.isfinite(real)]
+        nonfinite = real.numel() - finite.numel()
+        stats = (f"min {_number(float(finite.min()))}, max {_number(float(finite.max()))}, "
+                 f"mean {_number(float(finite.mean()))}" if finite.numel() else "no finite entry")
+        stats += f", {nonfinite} non-finite" if nonfinite else ""
+    else:
+        stats = f"min {_number(flat.min().item())}, max {_number(flat.max().item())}"
+    return f"{head}: first entries [{first}, …]; {stats}"
+
+
+def _nested(x: object) -> str:
+    if isinstance(x, list):
+        return "[" + ", ".join(_nested(v) for v in x) + "]"
+    return _number(x)
+
+
+def _number(x: object) -> str:
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.7g}"
+    return str(x)
+
+
+def _format_dataclass(value: Any) -> str:
+    """Every field (no cut), wrapped at 100 characters."""
+    items = [f"{f.name}={getattr(value, f.name)!r}" for f in dataclasses.fields(value)]
+    text = f"{type(value).__name__}(" + ", ".join(items) + ")"
+    return "\n".join(textwrap.wrap(text, width=100, subsequent_indent="  ", break_long_words=False,
+                                   break_on_hyphens=False))
 
 
 def examples_for(claim: Claim, target: Target, profile_max: int) -> int:
@@ -192,17 +445,18 @@ _MODEL_FREE = frozenset({"tokenizer", "softmax", "filtered_probabilities", "samp
 
 def run_catalog(claims: list[Claim], target: Target, *, profile: settings | None = None,
                 deviations: dict[str, Deviation] | None = None, target_spec: str | None = None,
-                profile_name: str = "") -> list[Result]:
-    """Run every claim on ``target`` in catalog order."""
+                profile_name: str = "", invocation: Invocation | None = None, progress: OnProgress | None = None,
+                on_result: Callable[[Result], None] | None = None) -> list[Result]:
+    """Run every claim on ``target`` in catalog order; ``on_result`` sees each result as soon as it is known."""
     devs = deviations or {}
-    return [run_claim(c, target, profile=profile, deviation=devs.get(c.id), target_spec=target_spec,
-                      profile_name=profile_name) for c in claims]
-
-
-def _reproduce(claim: Claim, target: Target, target_spec: str | None, profile_name: str) -> str:
-    """The one-line command that reruns this claim on this target."""
-    return (f"next-token-spec check {target_spec or target.name} --claim {claim.id}"
-            + (f" --profile {profile_name}" if profile_name else ""))
+    how = invocation or Invocation(target_spec=target_spec, profile=profile_name)
+    results = []
+    for c in claims:
+        results.append(run_claim(c, target, profile=profile, deviation=devs.get(c.id), invocation=how,
+                                 progress=progress))
+        if on_result is not None:
+            on_result(results[-1])
+    return results
 
 
 def require_trained() -> bool:

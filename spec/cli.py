@@ -2,6 +2,7 @@
 
     next-token-spec list [--markdown]
     next-token-spec check TARGET [--device D] [--dtype T] [--profile P] [--report FILE] [--claim ID ...]
+                         [--expectations PATH | --no-expectations] [--shrink-seconds S] [--seed N] [--quiet]
     next-token-spec explain "PROMPT" [--target smollm2|builtin|T] [--steps N] [--temperature T]
     next-token-spec figures OUTDIR [--target T] [--only STEM ...]
     next-token-spec zoo [--markdown] [--mutant NAME ...]
@@ -11,9 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from spec import profiles
+
+if TYPE_CHECKING:
+    from spec.runner import Progress, Result
 
 TARGET_HELP = ("reference[:preset], hf:<preset>, smollm2, smollm2:hf, tlens:<preset>, tlens:smollm2, "
                "llamacpp:smollm2, mutant:<name>, or module.path:factory")
@@ -46,6 +52,12 @@ def _main(argv: Sequence[str] | None) -> int:
                               "built-in targets' committed deviations, spec/targets/expectations/, as pytest uses)")
     p_check.add_argument("--no-expectations", action="store_true",
                          help="expect no deviation: every listed deviation is reported as the failure it is")
+    p_check.add_argument("--shrink-seconds", type=_seconds, default=None, metavar="S",
+                         help="wall-clock budget for shrinking each failing claim's counterexample (default 5; 0: "
+                              "do not shrink; inf: no bound); past it the smallest example found so far is shown")
+    p_check.add_argument("--seed", type=int, default=None, help="Hypothesis seed (for the non-derandomized profiles)")
+    p_check.add_argument("--quiet", action="store_true",
+                         help="print only the table, notes and failures (no line per claim, no progress)")
 
     p_explain = sub.add_parser("explain", help="follow one prediction through the model, stage by stage")
     p_explain.add_argument("prompt")
@@ -79,6 +91,14 @@ def _main(argv: Sequence[str] | None) -> int:
     return _explain(args)
 
 
+def _seconds(text: str) -> float:
+    """A shrink budget: a number of seconds >= 0, or inf."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (or inf), got {text!r}")
+    return value
+
+
 def _device_dtype(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16", "float16"))
@@ -103,7 +123,7 @@ def _check(args: argparse.Namespace) -> int:
     from spec import report
     from spec.catalog import CATALOG, ordered
     from spec.expectations import BUILTIN, for_target
-    from spec.runner import FAILED, run_catalog
+    from spec.runner import DEFAULT_SHRINK_SECONDS, FAILED, Invocation, run_catalog
     from spec.targets.registry import resolve
 
     profile = profiles.load(args.profile)
@@ -114,26 +134,76 @@ def _check(args: argparse.Namespace) -> int:
             print(f"unknown claim IDs: {unknown}", file=sys.stderr)
             return 2
         claims = [c for c in claims if c.id in args.claim]
-    target = resolve(args.target, device=args.device, dtype=args.dtype)
     if args.no_expectations and args.expectations:
         print("--expectations and --no-expectations contradict each other; give one", file=sys.stderr)
         return 2
+    target = resolve(args.target, device=args.device, dtype=args.dtype)
     folder = None if args.no_expectations else (args.expectations or BUILTIN)
     deviations = for_target(folder, args.target, set(CATALOG)) if folder else {}
-    print(f"target {target.describe()} on {args.device} ({args.dtype}), profile {profile}, "
-          f"{len(claims)} claims", flush=True)
+    shrink = DEFAULT_SHRINK_SECONDS if args.shrink_seconds is None else args.shrink_seconds
+    how = Invocation(target_spec=args.target, profile=profile, device=args.device, dtype=args.dtype,
+                     expectations=args.expectations, no_expectations=args.no_expectations, seed=args.seed,
+                     shrink_seconds=shrink)
+    stream = None if args.quiet else Stream(sys.stdout)
+    if stream is not None:
+        print(f"target {target.describe()} on {args.device} ({args.dtype}), profile {profile}, "
+              f"{len(claims)} claims, shrinking up to {shrink:g} s per failure", flush=True)
     results = run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations,
-                          target_spec=args.target, profile_name=profile)
-    print(report.table(results))
+                          invocation=how, progress=stream.progress if stream else None,
+                          on_result=stream.done if stream else None)
+    print(("\n" if stream else "") + report.table(results))
     if report.notes(results):
         print("\n" + report.notes(results))
     print("\n" + report.summary(results))
-    fails = report.failures(results, CATALOG)
+    fails = report.failures(results)
     if fails:
         print("\n" + fails)
     if args.report:
         report.write(args.report, results, suite=args.target)
     return 1 if any(r.status == FAILED for r in results) else 0
+
+
+class Stream:
+    """``check``'s running account: one line per claim as it finishes, and a progress indicator while one runs.
+
+    On a terminal the indicator is one line rewritten in place (carriage return) at most every 0.2 s; into a pipe or
+    a file it is a whole line every ``every`` seconds of a long claim, so a log shows that the run is alive without
+    filling up. Each write is flushed.
+    """
+
+    def __init__(self, out: TextIO, every: float = 10.0) -> None:
+        self.out, self.every = out, every
+        self.tty = bool(getattr(out, "isatty", lambda: False)())
+        self.last = 0.0  # when the indicator was last written
+        self.shown = False  # an indicator line is on the terminal, to be cleared
+
+    def progress(self, p: Progress) -> None:
+        """The indicator: examples done of the budget, or shrinking a failure, and the seconds so far."""
+        now = time.monotonic()
+        if self.tty:
+            if now - self.last >= 0.2:
+                self._write("\r\033[K" + _progress_text(p))
+                self.last, self.shown = now, True
+        elif p.seconds >= self.every and now - self.last >= self.every:
+            self._write(f"  ... {_progress_text(p)}\n")
+            self.last = now
+
+    def done(self, r: Result) -> None:
+        """The claim's line: ID, status, examples, seconds (and the worst error / tolerance when measured)."""
+        worst = "" if r.worst is None else f", worst {r.worst:.2g}"
+        clear = "\r\033[K" if self.shown else ""
+        self._write(f"{clear}{r.claim:8} {r.status:20} {r.examples:4} examples {r.seconds:7.1f} s{worst}\n")
+        self.shown, self.last = False, 0.0
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+
+def _progress_text(p: Progress) -> str:
+    if p.shrinking:
+        return f"{p.claim}: failed; shrinking ({p.shrink_tries} tries), {p.seconds:.0f} s"
+    return f"{p.claim}: {p.examples}/{p.budget} examples, {p.seconds:.0f} s"
 
 
 def _explain(args: argparse.Namespace) -> int:

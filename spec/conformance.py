@@ -1,6 +1,6 @@
 """docs/conformance.md: the whole catalog against several targets, one table per target.
 
-    python -m spec.conformance [TARGET ...] [--out docs/conformance.md] [--expectations DIR]
+    python -m spec.conformance [TARGET ...] [--out docs/conformance.md] [--expectations DIR] [--shrink-seconds S]
 
 Without targets it checks PEER_TARGETS.
 
@@ -26,14 +26,16 @@ PEER_TARGETS: tuple[str, ...] = ("reference:gpt2-tiny", "tlens:gpt2-tiny", "refe
                                  "reference:bloom-tiny", "tlens:bloom-tiny", "tlens:smollm2", "llamacpp:smollm2")
 
 
-def _section(spec: str, profile: str, expectations: Path | None) -> tuple[list[str], bool]:
-    """The markdown section of one target and whether any claim failed."""
+def _section(spec: str, profile: str, expectations: Path | None,
+             shrink_seconds: float | None = None) -> tuple[list[str], bool]:
+    """The markdown section of one target and whether any claim failed (shrinking each failure for at most
+    ``shrink_seconds``, the runner's default when None)."""
     from hypothesis import settings
 
     from spec import report
     from spec.catalog import CATALOG, ordered
-    from spec.expectations import for_target
-    from spec.runner import FAILED, run_catalog
+    from spec.expectations import BUILTIN, for_target
+    from spec.runner import DEFAULT_SHRINK_SECONDS, FAILED, Invocation, run_catalog
     from spec.targets.registry import resolve
     from spec.tolerance import CLASSES
 
@@ -41,16 +43,18 @@ def _section(spec: str, profile: str, expectations: Path | None) -> tuple[list[s
     target = resolve(spec)
     claims = ordered()  # registers the catalog, so the expectations below are checked against every claim ID
     deviations = for_target(expectations, spec, set(CATALOG)) if expectations else {}
+    how = Invocation(target_spec=spec, profile=profile, expectations=None if expectations in (None, BUILTIN)
+                     else str(expectations), no_expectations=expectations is None,
+                     shrink_seconds=DEFAULT_SHRINK_SECONDS if shrink_seconds is None else shrink_seconds)
     results = run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations,
-                          target_spec=spec, profile_name=profile)
+                          invocation=how, on_result=lambda r: print(f"  {r.claim:8} {r.status:20} {r.examples:4} "
+                                                                    f"examples {r.seconds:7.1f} s", flush=True))
     tol = CLASSES[target.tolerance]
     bound = (f"KL <= {tol.max_kl} nats per position, top-1 within {tol.top1_margin} logits" if tol.distributional
              else f"atol {tol.atol}, rtol {tol.rtol}")
     lines = [f"## `{spec}`", "", f"{target.describe()}; tolerance class **{tol.name}** ({bound}); "
-             f"{report.summary(results)}; {time.perf_counter() - started:.0f} s.", "", report.markdown(results)]
-    fails = report.failures(results, CATALOG)
-    if fails:
-        lines += ["### Failures", "", "```", fails, "```", ""]
+             f"{report.summary(results)}; {time.perf_counter() - started:.0f} s.", "",
+             report.markdown(results, level=3)]
     print(f"{spec}: {report.summary(results)}", flush=True)
     return lines, any(r.status == FAILED for r in results)
 
@@ -63,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--expectations", default=None,
                         help="folder of <target>.toml ('' for none; default: the built-in targets' committed ones)")
     parser.add_argument("--profile", choices=profiles.PROFILES, default="ci", help="Hypothesis profile")
+    parser.add_argument("--shrink-seconds", type=float, default=None, metavar="S",
+                        help="wall-clock budget for shrinking each failing claim's counterexample (default 5; 0: do "
+                             "not shrink; inf: no bound)")
     args = parser.parse_args(argv)
     profile = profiles.load(args.profile)
     from spec.expectations import BUILTIN
@@ -75,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
            "margin).", ""]
     failed = False
     for spec in args.targets:
-        lines, bad = _section(spec, profile, folder)
+        lines, bad = _section(spec, profile, folder, args.shrink_seconds)
         out += lines
         failed |= bad
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from hypothesis import settings
 
 from spec import profiles
 from spec.catalog import Claim, ordered
-from spec.runner import DEVIATION, FAILED, PASSED, Result, run_claim
+from spec.runner import DEFAULT_SHRINK_SECONDS, DEVIATION, FAILED, PASSED, Invocation, Result, run_claim
 from spec.target import Target
 
 ENV_TARGET = "NEXT_TOKEN_SPEC_TARGET"
@@ -42,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "next_token_spec_expectations and the default, the built-in targets' committed files")
     group.addoption("--no-expectations", action="store_true",
                     help="expect no deviation on any target (each listed deviation fails as what it is)")
+    group.addoption("--shrink-seconds", type=float, default=None, metavar="S",
+                    help="wall-clock budget for shrinking each failing claim's counterexample (default 5; 0: do not "
+                         "shrink; inf: no bound); past it the smallest example found so far is reported")
     parser.addini("next_token_spec_targets", "targets checked when no --target is given", type="linelist",
                   default=[])
     parser.addini("next_token_spec_expectations", "folder of per-target expected-deviation files, relative to the "
@@ -128,10 +131,10 @@ class ClaimItem(pytest.Item):
             pytest.skip("CUDA not available")
         target = _TARGETS.get(self.target_spec, self.device, self.dtype)
         deviation = _deviations(self.config, self.target_spec).get(self.claim.id)
-        result = run_claim(self.claim, target, deviation=deviation, target_spec=self.target_spec,
-                           profile_name=str(settings._current_profile))
+        result = run_claim(self.claim, target, deviation=deviation, invocation=invocation(self))
         self.user_properties.append(("examples", result.examples))
         self.user_properties.append(("worst", result.worst))
+        self.user_properties.append(("seconds", round(result.seconds, 3)))
         if result.notes:  # choices the sources leave open: information, shown with -rA and in JUnit XML
             self.user_properties.append(("noted", result.notes_line()))
             self.add_report_section("call", "noted", result.notes_line())
@@ -144,15 +147,57 @@ class ClaimItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ClaimFailure):
-            r = excinfo.value.result
-            return "\n".join([f"{r.claim} failed on {r.target}: {self.claim.statement}",
-                              f"source: {self.claim.source}", f"tolerance: {self.claim.tolerance}", "",
-                              r.detail, "", "counterexample (shrunk):", r.counterexample, "",
-                              f"reproduce: {r.reproduce}"])
+            from spec.report import failure
+
+            return failure(excinfo.value.result)
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.target_spec}::{self.claim.id}"
+
+
+def invocation(item: ClaimItem) -> Invocation:
+    """The options of this run as ``next-token-spec check`` takes them, for the reproducer of a failure."""
+    config = item.config
+    folder = expectations_folder(config)
+    shrink = config.getoption("--shrink-seconds")
+    return Invocation(target_spec=item.target_spec, profile=str(settings._current_profile), device=item.device,
+                      dtype=item.dtype, expectations=None if folder in (None, _builtin()) else str(folder),
+                      no_expectations=folder is None, seed=_seed(config),
+                      shrink_seconds=DEFAULT_SHRINK_SECONDS if shrink is None else shrink)
+
+
+def _builtin() -> Path:
+    from spec.expectations import BUILTIN
+
+    return Path(BUILTIN)
+
+
+def _seed(config: pytest.Config) -> int | None:
+    """Hypothesis's own --hypothesis-seed, when it was given as a number."""
+    given = config.getoption("hypothesis_seed", None)
+    try:
+        return None if given is None else int(given)
+    except ValueError:
+        return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: pytest.TestReport,
+                             config: pytest.Config) -> tuple[str, str, str | tuple[str, dict[str, bool]]] | None:
+    """A claim's outcome word with its examples and seconds, e.g. ``PASSED (25 examples, 0.4 s)`` under -v.
+
+    Only the call phase of a claim item that passed or failed; xfail, skips and everything else keep pytest's words.
+    """
+    props = dict(report.user_properties)
+    if report.when != "call" or "examples" not in props or "seconds" not in props or hasattr(report, "wasxfail"):
+        return None
+    extra = f" ({props['examples']} examples, {props['seconds']:.1f} s)"
+    if report.passed:
+        return "passed", ".", ("PASSED" + extra, {"green": True})
+    if report.failed:
+        return "failed", "F", ("FAILED" + extra, {"red": True})
+    return None
 
 
 def expectations_folder(config: pytest.Config) -> Path | None:

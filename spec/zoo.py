@@ -30,7 +30,7 @@ from hypothesis import Phase, settings
 from hypothesis import strategies as st
 
 from spec.catalog import Claim, ordered
-from spec.runner import FAILED, Result, run_catalog
+from spec.runner import FAILED, Invocation, Result, run_catalog
 from spec.target import NotExposed, Target
 
 # The zoo's profile: the ci profile (derandomized, 25 examples per claim) without the target and explain phases.
@@ -148,10 +148,12 @@ def run_mutant(name: str, claims: list[Claim] | None = None, *, device: str = "c
     probes = {c.id: _Probe() for c in chosen}
     results: list[Result] = []
     target = build(name, device=device)
+    # shrinking without the runner's time budget: a budget would cut it at a point that depends on the machine's load,
+    # and the matrix records each shrunk size
+    how = Invocation(target_spec=f"mutant:{name}", profile=ZOO_PROFILE, shrink_seconds=None)
     for c in chosen:  # one claim at a time, each from the same global RNG state: claims cannot affect each other
         with _seeded_global_rng():
-            results += run_catalog([_probed(c, probes[c.id])], target, profile=zoo_settings(),
-                                   target_spec=f"mutant:{name}", profile_name=ZOO_PROFILE)
+            results += run_catalog([_probed(c, probes[c.id])], target, profile=zoo_settings(), invocation=how)
     run = ZooRun(name, results)
     for r in results:
         p = probes[r.claim]

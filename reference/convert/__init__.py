@@ -105,12 +105,16 @@ def check_not_quantized(hf_config: Any, hf_state_dict: Mapping[str, Tensor]) -> 
 
 def from_hf(hf_model_or_config_and_state_dict: Any, *, device: torch.device | str | None = None,
             dtype: torch.dtype | None = None) -> Transformer:
-    """A reference Transformer with the weights of an HF causal LM.
+    """A reference Transformer with the weights of an HF causal LM, sharing them (no copy).
 
     Accepts an HF model (anything with ``.config`` and ``.state_dict()``, e.g. a
     ``*ForCausalLM``) or a pair ``(hf_config, hf_state_dict)``. The model is built on
     ``device`` and in ``dtype``, by default those of the HF weights, and returned in
-    eval mode.
+    eval mode. With the defaults its parameters are the HF tensors themselves or views of
+    them (see ``reference.convert.common``): it is built on the meta device, so no
+    full-size weight is ever allocated, and the converted tensors are assigned in, not
+    copied. An edit to one model's weights is therefore an edit to the other's. Another
+    device or dtype converts each tensor, which is a copy by definition.
     """
     source = hf_model_or_config_and_state_dict
     if isinstance(source, tuple):
@@ -122,10 +126,24 @@ def from_hf(hf_model_or_config_and_state_dict: Any, *, device: torch.device | st
     check_not_quantized(hf_config, hf_state_dict)
     weights = conv.state_dict(hf_config, hf_state_dict)
     first = weights["embed.E"]
-    model = Transformer(cfg, device=first.device if device is None else device,
-                        dtype=first.dtype if dtype is None else dtype)
-    model.load_state_dict(weights, strict=True)
+    return assemble(cfg, weights, device=first.device if device is None else device,
+                    dtype=first.dtype if dtype is None else dtype)
+
+
+def assemble(cfg: ModelConfig, weights: Mapping[str, Tensor], *, device: torch.device | str | None,
+             dtype: torch.dtype) -> Transformer:
+    """A Transformer whose parameters are ``weights`` themselves (moved to device and dtype only where they differ;
+    device None leaves each where it is).
+
+    Built on the meta device (shapes, no memory, no initialisation) and loaded with
+    ``assign=True``: strict loading still checks every name and shape, and each parameter
+    becomes the given tensor instead of a copy of it.
+    """
+    model = Transformer(cfg, device="meta", dtype=dtype)
+    moved = {name: w.detach().to(device=device, dtype=dtype) for name, w in weights.items()}
+    model.load_state_dict(moved, strict=True, assign=True)
     return model.eval()
 
 
-__all__ = ["CONVERTERS", "Converter", "UnsupportedConfig", "check_not_quantized", "converter_for", "from_hf"]
+__all__ = ["CONVERTERS", "Converter", "UnsupportedConfig", "assemble", "check_not_quantized", "converter_for",
+           "from_hf"]

@@ -6,6 +6,13 @@ Conventions (see reference/model.py for the reference's parameter names):
 - An HF ``nn.Linear`` stores its weight as [out, in] and computes x @ W^T; the
   reference's weights act on the right, x @ W with W [in, out], so every Linear
   weight is transposed (``linear``). GPT-2's ``Conv1D`` already stores [in, out].
+- Nothing is copied: every converted tensor is the HF tensor itself or a view of it
+  (a transpose, a slice of a fused matrix), and ``from_hf`` hands those views to a model
+  built on the meta device (``load_state_dict(assign=True)``), so checking a model of
+  billions of parameters never holds its weights twice. The exceptions make a new tensor
+  because no strided view can express them, each said where it happens: the per-head
+  interleaved q/k/v rows of Bloom, GPT-NeoX and grouped Falcon (``per_head_rows``), and
+  Gemma's (1 + w) norm gains (``shift_gain``, d_model numbers per norm).
 - Weights are taken through ``Weights``, which remembers what was read, so a
   converter can insist that nothing in the checkpoint was left over (a leftover
   weight means a feature the converter does not know, e.g. q/k layer norms).
@@ -170,8 +177,12 @@ class Weights:
 
 
 def linear(w: Tensor) -> Tensor:
-    """An HF nn.Linear weight [out, in] as the reference's right-acting [in, out]."""
-    return w.t().contiguous()
+    """An HF nn.Linear weight [out, in] as the reference's right-acting [in, out]: a transposed view, no copy.
+
+    Matrix products read a transposed operand in place (BLAS's transpose flag), exactly as
+    F.linear reads HF's own [out, in] weight, so the view costs no speed.
+    """
+    return w.t()
 
 
 def per_head_rows(w: Tensor, n_groups: int, group: int, start: int, count: int, head_dim: int) -> Tensor:
@@ -180,16 +191,26 @@ def per_head_rows(w: Tensor, n_groups: int, group: int, start: int, count: int, 
     Returns, for every block, heads start .. start + count - 1, concatenated in block
     order: [n_groups * count * head_dim, ...]. Used for fused qkv layouts that interleave
     the query, key and value heads per head (Bloom, GPT-NeoX) or per KV group (Falcon).
+
+    A view of ``w`` when the rows are one contiguous run (a single block, as Falcon-7B's
+    multi-query layout, or every head of each block). Otherwise a copy, unavoidably: the
+    rows come in n_groups runs of count * head_dim rows separated by gaps, and a strided
+    tensor has one stride per axis, so no view can merge the runs into one row axis (the
+    reference's W_Q is [d_model, n_heads * d_head]). Only this tensor is copied.
     """
     rest = w.shape[1:]
-    blocks = w.reshape(n_groups, group, head_dim, *rest)[:, start:start + count]
-    return blocks.reshape(n_groups * count * head_dim, *rest)
+    blocks = w.reshape(n_groups, group, head_dim, *rest)[:, start:start + count]  # a view of a contiguous w
+    if n_groups == 1 or count == group:
+        return blocks.view(n_groups * count * head_dim, *rest)
+    return blocks.reshape(n_groups * count * head_dim, *rest)  # the unavoidable copy described above
 
 
 def shift_gain(w: Tensor, offset: float) -> Tensor:
     """A norm gain stored as w with the model computing (offset + w) (Gemma: offset 1), in w's dtype.
 
     The sum is formed in float32 (float64 for float64 weights), as HF Gemma computes it.
+    With an offset this is a new tensor, unavoidably: the reference's gain is used as
+    stored and no view adds a constant; it is d_model numbers per norm. Offset 0: w itself.
     """
     if offset == 0.0:
         return w

@@ -63,7 +63,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +142,11 @@ class GGUFFile:
         if stored != shape:
             raise UnsupportedConfig(f"GGUF tensor {name!r} has shape {stored} but the metadata implies {shape}")
         values = dequantize(t.data, t.tensor_type)
-        array = np.array(values, dtype=np.float32, copy=True).reshape(shape)  # a writable copy off the mmap
+        # Quantized types dequantize into a fresh array, which is used as it is; a float32 tensor comes back as
+        # a read-only view of the memory map, which is copied once so the weights are ordinary writable memory.
+        fresh = not np.may_share_memory(values, self.reader.data)
+        array = np.asarray(values, dtype=np.float32) if fresh else np.array(values, dtype=np.float32, copy=True)
+        array = array.reshape(shape)
         if not np.isfinite(array).all():
             bad = int(array.size - np.isfinite(array).sum())
             raise ValueError(f"GGUF file {str(self.path)!r}: tensor {name!r} holds {bad} NaN or inf values; "
@@ -355,19 +358,18 @@ def state_dict(source: str | os.PathLike[str] | GGUFFile, cfg: ModelConfig | Non
 
 def load(source: str | os.PathLike[str] | GGUFFile, *, device: torch.device | str | None = None,
          dtype: torch.dtype = torch.float32, undo_rope_permutation: bool = True) -> Transformer:
-    """A reference Transformer with the file's weights (dequantized to float32, then cast to ``dtype``)."""
+    """A reference Transformer with the file's weights (dequantized to float32, then cast to ``dtype``).
+
+    The dequantized tensors are the model's parameters (transposed views where the
+    reference's orientation differs): it is built on the meta device and they are assigned
+    in (``reference.convert.assemble``), never allocated and copied a second time.
+    """
+    from reference.convert import assemble
+
     f = _source(source)
     cfg = config(f, undo_rope_permutation=undo_rope_permutation)
     weights = state_dict(f, cfg, undo_rope_permutation=undo_rope_permutation)
-    # Built on the meta device and given the converted tensors themselves (assign=True): strict loading still
-    # checks every name and shape, without allocating and copying the 135M-parameter model a second time.
-    model = Transformer(cfg, device="meta", dtype=dtype)
-    model.load_state_dict(_cast(weights, device, dtype), strict=True, assign=True)
-    return model.eval()
-
-
-def _cast(weights: Mapping[str, Tensor], device: torch.device | str | None, dtype: torch.dtype) -> dict[str, Tensor]:
-    return {k: w.to(device=device, dtype=dtype) for k, w in weights.items()}
+    return assemble(cfg, weights, device=device, dtype=dtype)
 
 
 # ------------------------------------------------------------------------------ tokenizer

@@ -1,7 +1,8 @@
 """GPT-2 (model_type "gpt2").
 
 Layout: GPT-2 uses ``Conv1D`` rather than nn.Linear, whose weight is stored [in, out],
-already the reference's orientation, so nothing is transposed. ``attn.c_attn`` fuses
+already the reference's orientation, so nothing is transposed (and nothing copied: W_Q,
+W_K, W_V are column slices of c_attn, views). ``attn.c_attn`` fuses
 q, k and v as three consecutive blocks of d_model columns ([d, 3d]: q = cols 0..d-1,
 k = d..2d-1, v = 2d..3d-1; GPT2Attention splits with ``split(split_size, dim=2)``).
 Learned positions (``wpe``), pre-LayerNorm, MLP c_fc / c_proj of width ``n_inner``
@@ -60,7 +61,7 @@ def state_dict(hf_config: Any, hf_state_dict: Mapping[str, Tensor]) -> dict[str,
         layer_norm(w, p + "ln_2", q + "N2", out)
         qkv_w, qkv_b = w(p + "attn.c_attn.weight"), w(p + "attn.c_attn.bias")  # [d, 3d], [3d]
         for j, name in enumerate("QKV"):
-            out[f"{q}attn.W_{name}"] = qkv_w[:, j * d:(j + 1) * d].contiguous()
+            out[f"{q}attn.W_{name}"] = qkv_w[:, j * d:(j + 1) * d]  # a column slice: a view
             out[f"{q}attn.b_{name}"] = qkv_b[j * d:(j + 1) * d]
         out[q + "attn.W_O"] = w(p + "attn.c_proj.weight")
         out[q + "attn.b_O"] = w(p + "attn.c_proj.bias")

@@ -4,7 +4,10 @@
 reference ``Transformer`` (for HuggingFace models, ``reference.convert.from_hf``). The
 claim never trusts that object's own forward path: it loads the converted state dict
 into a freshly constructed ``Transformer(cfg)`` on the explicit attention path (the
-math spelled out, no fused kernel) and runs its own cached-decoding loop. For the
+math spelled out, no fused kernel) and runs its own cached-decoding loop. The fresh
+model shares the converted tensors (meta-device construction, ``assign=True``), and
+the converters share the target's (views, see ``reference.convert``): REF-1 never
+copies a model's weights. For the
 reference target, whose reference_model() is its own model, this makes REF-1 a check
 of the fast path against the explicit one and of the target's decode against an
 independent cache loop.
@@ -31,8 +34,10 @@ def independent_reference(target: Target) -> Transformer:
         if type(exc).__name__ == "UnsupportedConfig":
             raise NotExposed("reference_model", str(exc)) from exc
         raise
-    fresh = Transformer(converted.cfg, device=converted.device, dtype=converted.dtype)
-    fresh.load_state_dict(converted.state_dict(), strict=True)
+    # Built on the meta device and given the converted tensors themselves (assign=True): a new module with its
+    # own forward path, holding the same weights, so checking a model never holds its weights twice.
+    fresh = Transformer(converted.cfg, device="meta", dtype=converted.dtype)
+    fresh.load_state_dict(converted.state_dict(), strict=True, assign=True)
     fresh.attention_impl = "explicit"
     return fresh.eval()
 

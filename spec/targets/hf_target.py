@@ -9,6 +9,7 @@ itself: it is checked, not only used as an oracle.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -47,6 +48,18 @@ def _get(obj: Any, path: str) -> Any:
     return obj
 
 
+def cache_keyword(forward_params: Mapping[str, inspect.Parameter]) -> str:
+    """The name under which this model's forward takes, and its output returns, the KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old keyword still works,
+    with a FutureWarning per call, until 5.40; the output's ``past_key_values`` attribute is
+    an alias logging a deprecation). Read from the signature, never from a version string, so
+    the project runs on every transformers it allows (>= 4.48) and on HF-style models of
+    other libraries: ``cache`` where forward declares it, else the older ``past_key_values``.
+    """
+    return "cache" if "cache" in forward_params else "past_key_values"
+
+
 class HFTarget(Target):
     """Wraps a transformers PreTrainedModel (or anything called the same way)."""
 
@@ -70,6 +83,7 @@ class HFTarget(Target):
         self.trained = trained  # type: ignore[misc]
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
+        self._cache_arg = cache_keyword(params)
         self._final_norm = next((m for m in (_get(model, p) for p in _FINAL_NORM_PATHS) if m is not None), None)
 
     def _output_width(self) -> int:
@@ -138,15 +152,15 @@ class HFTarget(Target):
         mask = torch.ones_like(ids) if attention_mask is None else attention_mask.long()
         kw = self._kwargs(ids[:, :prefill], mask[:, :prefill])
         out = self.model(**kw, use_cache=True)
-        logits, past = [out.logits], out.past_key_values
+        logits, past = [out.logits], getattr(out, self._cache_arg)
         for t in range(prefill, ids.shape[1]):
             step: dict[str, Any] = {"input_ids": ids[:, t:t + 1], "attention_mask": mask[:, :t + 1],
-                                    "past_key_values": past, "use_cache": True}
+                                    self._cache_arg: past, "use_cache": True}
             if self._takes_positions:
                 step["position_ids"] = (mask[:, :t + 1].cumsum(-1) - 1).clamp(min=0)[:, -1:]
             out = self.model(**step)
             logits.append(out.logits)
-            past = out.past_key_values
+            past = getattr(out, self._cache_arg)
         return torch.cat(logits, dim=1)
 
     @torch.no_grad()

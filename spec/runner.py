@@ -250,20 +250,18 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
     phases = tuple(p for p in base.phases if shrinks or p != Phase.shrink)
     watch = _Watch(claim.id, max(1, n_max), how.shrink_seconds if shrinks else None, progress)
 
+    claim, count = _watched(claim, watch), [0]  # the same claim, timed and its draws recorded
+
+    # Keep this function's code as it is: under a derandomized profile Hypothesis seeds the examples from a digest of
+    # its source, so any change to it changes every example drawn (and the kill matrix). The clock and the record of
+    # draws live in _watched instead.
     def body(data: st.DataObject) -> None:
-        watch.before_example()
-        recorded = _RecordingData(data)
         try:
-            claim.check(target, cast(st.DataObject, recorded))
+            claim.check(target, data)
         except NotExposed as exc:  # this example needs what the target lacks (e.g. a config it cannot build)
             unexposed[exc.capability] = str(exc)
             reject()
-        except UnsatisfiedAssumption:  # the claim rejected its example (assume/reject): not a failure
-            raise
-        except Exception as exc:
-            watch.failed(recorded.draws, exc)
-            raise
-        watch.passed()
+        count[0] += 1
 
     slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
     # one counterexample per claim: shrinking starts from the first failure (no search for other bugs after it)
@@ -312,7 +310,7 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
         NOTES.reset(noted)
     if result.status == FAILED:
         result.reproduce = how.command(claim.id, target)
-    result.examples = watch.examples
+    result.examples = count[0]
     result.worst = rec.worst if rec.comparisons else None
     if result.status == PASSED and unexposed:  # passed on the examples it could run: say which it could not
         result.detail = "what the target cannot run was skipped: " + "; ".join(unexposed.values())
@@ -326,6 +324,25 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
             result.reproduce = how.command(claim.id, target)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _watched(claim: Claim, watch: _Watch) -> Claim:
+    """The same claim, run under the watch: stopped once the shrink budget is spent, its draws recorded, each
+    example's outcome reported (a rejected or unexposed example is neither passed nor failed)."""
+    def check(target: Target, data: st.DataObject) -> None:
+        watch.before_example()
+        recorded = _RecordingData(data)
+        try:
+            claim.check(target, cast(st.DataObject, recorded))
+        except (NotExposed, UnsatisfiedAssumption):
+            raise
+        except Exception as exc:
+            watch.failed(recorded.draws, exc)
+            raise
+        watch.passed()
+
+    check.__doc__ = claim.check.__doc__
+    return dataclasses.replace(claim, check=check)
 
 
 def _failed(result: Result, watch: _Watch, error: BaseException | None, report: list[object], shrink: str) -> None:

@@ -1,6 +1,6 @@
 """Soak: the whole catalog, N times, with fresh random seeds, on the targets given; failures counted per claim.
 
-    python -m spec.soak --runs N TARGET [TARGET ...] [--claim ID ...] [--jobs J] [--out FILE.md]
+    python -m spec.soak --runs N TARGET [TARGET ...] [--claim ID ...] [--jobs J] [--out FILE.md] [--minutes M]
 
 The ``ci`` profile is derandomized, so a flake — a claim that fails a correct target for some seeds only — can
 hide there for ever. The soak runs the ``dev`` profile (random seeds, no example database, so a failure found in
@@ -13,17 +13,22 @@ claim states its per-run false-alarm rate alpha (``Claim.alpha``); its failures 
 number a correct target is expected to show. Exits 1 when a deterministic claim failed in any run, or a
 statistical one failed more often than a binomial(N, alpha) count would reach with probability 1e-3.
 
+``--minutes M`` stops each target after the run that ends past M minutes (the table says how many runs each got);
+with ``--out`` every target's tallies so far are also written after each of its runs, to FILE.md.TARGET.json, so
+a soak cut short still leaves its counts.
+
 Run by ``nox -s soak -- --runs N TARGET ...``; not part of CI (it is long by design).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from spec import profiles
 from spec.runner import FAILED
@@ -47,8 +52,11 @@ class Tally:
 
 
 def soak_target(spec: str, runs: int, claim_ids: Sequence[str] = (), device: str = "cpu",
-                dtype: str = "float32") -> list[Tally]:
-    """Run the catalog (or the named claims) ``runs`` times on one target, loaded once; tally each claim."""
+                dtype: str = "float32", minutes: float | None = None, out: str | None = None) -> list[Tally]:
+    """Run the catalog (or the named claims) ``runs`` times on one target, loaded once; tally each claim.
+
+    Stops early after the run that ends past ``minutes``; with ``out``, writes the tallies so far after each run.
+    """
     import torch
     from hypothesis import settings
 
@@ -64,6 +72,7 @@ def soak_target(spec: str, runs: int, claim_ids: Sequence[str] = (), device: str
     target = resolve(spec, device=device, dtype=dtype)
     deviations = for_target(BUILTIN, spec, set(CATALOG))
     tallies = {c.id: Tally(c.id, spec, c.kind, c.alpha) for c in claims}
+    started = time.perf_counter()
     for i in range(runs):
         for c in claims:
             r = run_claim(c, target, profile=base, deviation=deviations.get(c.id), target_spec=spec,
@@ -78,6 +87,11 @@ def soak_target(spec: str, runs: int, claim_ids: Sequence[str] = (), device: str
                     t.first_failure = f"run {i + 1}: {r.detail}\n{r.counterexample}"
         print(f"soak {spec}: run {i + 1}/{runs} done; failures so far "
               f"{sum(t.failed for t in tallies.values())}", file=sys.stderr, flush=True)
+        if out:
+            with open(f"{out}.{spec.replace(':', '-').replace('/', '-')}.json", "w", encoding="utf-8") as f:
+                json.dump([asdict(t) for t in tallies.values()], f)
+        if minutes is not None and time.perf_counter() - started > 60 * minutes:
+            break
     return list(tallies.values())
 
 
@@ -97,7 +111,9 @@ def markdown(tallies: list[Tally], command: str, seconds: float) -> str:
     targets = list(dict.fromkeys(t.target for t in tallies))
     claims = list(dict.fromkeys(t.claim for t in tallies))
     by = {(t.claim, t.target): t for t in tallies}
-    lines = [f"Soak: `{command}`, profile `{SOAK_PROFILE}` (random seeds), {seconds:.0f} s.", "",
+    runs = ", ".join(f"`{t}` {max(x.runs for x in tallies if x.target == t)}" for t in targets)
+    lines = [f"Soak: `{command}`, profile `{SOAK_PROFILE}` (random seeds), {seconds:.0f} s; runs per target: {runs}.",
+             "",
              "Cells are failed runs / runs; a deterministic claim allows 0, a statistical one shows N x alpha.", "",
              "| claim | kind | allowed | " + " | ".join(f"`{t}`" for t in targets) + " |",
              "|---|---|---|" + "---|" * len(targets)]
@@ -133,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--claim", action="append", default=[], help="only these claim IDs (repeatable)")
     parser.add_argument("--jobs", type=int, default=1, help="targets soaked at once, one process each (default 1)")
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop each target after the run that ends past this many minutes")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.jobs < 1:
         print(f"--runs and --jobs must be >= 1, got {args.runs} and {args.jobs}", file=sys.stderr)
@@ -140,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     tallies: list[Tally] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for part in pool.map(soak_target, args.targets, [args.runs] * len(args.targets),
-                             [tuple(args.claim)] * len(args.targets)):
+        n = len(args.targets)
+        for part in pool.map(soak_target, args.targets, [args.runs] * n, [tuple(args.claim)] * n, ["cpu"] * n,
+                             ["float32"] * n, [args.minutes] * n, [args.out] * n):
             tallies += part
     command = "python -m spec.soak " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(tallies, command, time.perf_counter() - started)

@@ -12,7 +12,14 @@ test body raises ShrinkBudgetSpent once the budget is spent. ShrinkBudgetSpent i
 KeyboardInterrupt: the one exception Hypothesis's engine documents as "stop now"
 (it is never taken for a failing example, nor checked against earlier runs of the
 same choices; it stops the run and propagates). The runner catches it and reports
-the smallest failing example it recorded so far.
+the smallest failing example it recorded so far. A real KeyboardInterrupt (Ctrl-C)
+is not caught: it leaves run_claim, and ``next-token-spec check`` reports the claims
+that finished.
+
+While a claim runs, every ``target.logits`` result is checked (check_logits): a tensor
+of shape [B, T, V] with V the target's vocab_size, of a floating dtype, on the
+target's device. A target that gets this wrong fails every claim that reads logits,
+on the first example, with a message naming what it returned.
 """
 
 from __future__ import annotations
@@ -284,6 +291,7 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
             REALISTIC.reset(reset)
 
     unexposed: dict[str, str] = {}
+    unchecked = _checking_logits(target)
     token = recording(rec)
     parts = SKIPPED_PARTS.set(unexposed)  # parts of examples skipped by spec.target.skip_part
     noted = NOTES.set(result.notes)  # what the target chose where the sources leave it free (spec.target.note)
@@ -308,6 +316,7 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
         stop_recording(token)
         SKIPPED_PARTS.reset(parts)
         NOTES.reset(noted)
+        unchecked()
     if result.status == FAILED:
         result.reproduce = how.command(claim.id, target)
     result.examples = count[0]
@@ -324,6 +333,57 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
             result.reproduce = how.command(claim.id, target)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def check_logits(target: Target, ids: object, out: object) -> None:
+    """AssertionError unless ``out`` is what ``target.logits(ids)`` must return: [B, T, V] (V = the target's
+    vocab_size), a floating dtype, on the target's device."""
+    if not isinstance(out, torch.Tensor):
+        raise AssertionError(f"target.logits returned {type(out).__name__}; expected a tensor [B, T, V]")
+    vocab = getattr(target, "vocab_size", None)
+    if isinstance(ids, torch.Tensor) and isinstance(vocab, int):
+        want = [*ids.shape, vocab]
+        if list(out.shape) != want:
+            raise AssertionError(f"target.logits returned shape {list(out.shape)}; expected [B, T, V] = {want} "
+                                 f"(ids {list(ids.shape)}, the target's vocab_size {vocab})")
+    if not out.is_floating_point():
+        raise AssertionError(f"target.logits returned dtype {str(out.dtype).removeprefix('torch.')}; expected a "
+                             "floating-point dtype")
+    want_device, got_device = torch.device(target.device), out.device
+    if got_device.type != want_device.type or (want_device.index is not None
+                                               and got_device.index not in (None, want_device.index)):
+        raise AssertionError(f"target.logits returned a tensor on {got_device}; expected the target's device "
+                             f"{want_device}")
+
+
+def _checking_logits(target: Target) -> Callable[[], None]:
+    """Make ``target.logits`` check its result (check_logits) while a claim runs; returns the undo.
+
+    The check is set on the instance, over the class's method: the target's type, hence its capabilities, is
+    unchanged. A target that takes no instance attributes (``__slots__``) runs unchecked.
+    """
+    try:
+        own = vars(target)
+    except TypeError:
+        return lambda: None
+    had, before = "logits" in own, own.get("logits")
+    original = target.logits
+
+    def logits(ids: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = original(ids, *args, **kwargs)
+        check_logits(target, ids, out)
+        return out
+
+    logits.__doc__ = original.__doc__
+    own["logits"] = logits
+
+    def undo() -> None:
+        if had:
+            own["logits"] = before
+        else:
+            own.pop("logits", None)
+
+    return undo
 
 
 def _watched(claim: Claim, watch: _Watch) -> Claim:

@@ -6,17 +6,25 @@
     next-token-spec explain "PROMPT" [--target smollm2|builtin|T] [--steps N] [--temperature T]
     next-token-spec figures OUTDIR [--target T] [--only STEM ...]
     next-token-spec zoo [--markdown] [--mutant NAME ...]
+
+Exit status: 0 all good, 1 a claim failed (or a mutant survived), 2 a usage or input error (one line on stderr
+saying what was wrong and what is allowed; every option is checked before any work), 130 interrupted (Ctrl-C:
+``check`` first prints the claims that finished and writes the report of them).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from spec import profiles
+from spec.errors import InputError
 
 if TYPE_CHECKING:
     from spec.runner import Progress, Result
@@ -25,17 +33,52 @@ TARGET_HELP = ("reference[:preset], hf:<preset>, smollm2, smollm2:hf, tlens:<pre
                "llamacpp:smollm2, mutant:<name>, or module.path:factory")
 
 
+USAGE, INTERRUPTED = 2, 130  # exit statuses: a bad input; Ctrl-C (128 + SIGINT, as a shell reports it)
+MAX_STEPS = 1000  # explain --steps: each step prints a screenful; more is a typo, not a wish
+REPORT_SUFFIXES = (".json", ".md", ".xml")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is an InputError (one line, exit 2) instead of the usage text and SystemExit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog}: {message} (see {self.prog} -h)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; its exit status (a reader closing the pipe early, as `| head` does, is not an error)."""
+    """Run one subcommand; its exit status (a reader closing the pipe early, as `| head` does, is not an error).
+
+    A bad input (spec.errors.InputError, or a model that cannot be found) is one line on stderr and status 2.
+    """
     try:
         return _main(argv)
     except BrokenPipeError:
         sys.stdout = None  # type: ignore[assignment]  # nothing more can be written; skip the flush at exit
         return 0
+    except InputError as err:
+        return _refuse(str(err))
+    except RuntimeError as err:
+        if _model_unavailable(err):
+            return _refuse(f"{err} Or pass --target builtin for a random-weight model that needs no download.")
+        raise
+
+
+def _model_unavailable(err: BaseException) -> bool:
+    """Whether ``err`` is spec.targets.smollm2.ModelUnavailable (if that module was never imported, it is not)."""
+    module = sys.modules.get("spec.targets.smollm2")
+    kind = getattr(module, "ModelUnavailable", None)
+    return kind is not None and isinstance(err, kind)
+
+
+def _refuse(message: str) -> int:
+    """Print one line, ``next-token-spec: error: <message>``, on stderr; the usage-error status."""
+    line = " ".join(message.split())  # one line, however the message was wrapped
+    print(f"next-token-spec: error: {line}", file=sys.stderr)
+    return USAGE
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="next-token-spec", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="next-token-spec", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_list = sub.add_parser("list", help="print the claim catalog")
@@ -65,9 +108,10 @@ def _main(argv: Sequence[str] | None) -> int:
                            help="a target with a tokenizer (default: smollm2, the trained SmolLM2-135M-Instruct; "
                                 "builtin: a random-weight model that needs no download)")
     _device_dtype(p_explain)
-    p_explain.add_argument("--steps", type=int, default=1, help="repeat for N generated tokens")
-    p_explain.add_argument("--temperature", type=float, default=0.7, help="also show probabilities at this T")
-    p_explain.add_argument("--top", type=int, default=10, help="how many next-token candidates to show")
+    p_explain.add_argument("--steps", type=_steps, default=1, help=f"repeat for N generated tokens (1..{MAX_STEPS})")
+    p_explain.add_argument("--temperature", type=_temperature, default=0.7,
+                           help="also show probabilities at this T (a finite number >= 0; 0: greedy)")
+    p_explain.add_argument("--top", type=_positive, default=10, help="how many next-token candidates to show")
 
     p_figures = sub.add_parser("figures", help="draw the figures of docs/figures.md (PNG and SVG) into OUTDIR")
     p_figures.add_argument("outdir")
@@ -93,14 +137,58 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def _seconds(text: str) -> float:
     """A shrink budget: a number of seconds >= 0, or inf."""
-    value = float(text)
+    value = _float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (or inf), got {text!r}")
     return value
 
 
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def _temperature(text: str) -> float:
+    """A sampling temperature: finite and >= 0."""
+    value = _float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0: greedy), got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """A whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _steps(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_STEPS}, got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    """cpu, or cuda[:N] on a machine that has it: refused here, before any work, rather than deep in a model."""
+    from spec.targets.registry import check_device
+
+    try:
+        check_device(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("device ")) from None
+    return text
+
+
 def _device_dtype(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", type=_device, help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16", "float16"))
 
 
@@ -118,6 +206,7 @@ def _list(as_markdown: bool) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    """Validate every option, build the target, run the claims; a Ctrl-C keeps what finished (exit 130)."""
     from hypothesis import settings
 
     from spec import report
@@ -126,20 +215,20 @@ def _check(args: argparse.Namespace) -> int:
     from spec.runner import DEFAULT_SHRINK_SECONDS, FAILED, Invocation, run_catalog
     from spec.targets.registry import resolve
 
-    profile = profiles.load(args.profile)
     claims = ordered()
     if args.claim:
         unknown = [c for c in args.claim if c not in CATALOG]
         if unknown:
-            print(f"unknown claim IDs: {unknown}", file=sys.stderr)
-            return 2
+            raise InputError(f"--claim: unknown claim IDs {unknown}; `next-token-spec list` shows the catalog")
         claims = [c for c in claims if c.id in args.claim]
     if args.no_expectations and args.expectations:
-        print("--expectations and --no-expectations contradict each other; give one", file=sys.stderr)
-        return 2
-    target = resolve(args.target, device=args.device, dtype=args.dtype)
+        raise InputError("--expectations and --no-expectations contradict each other; give one")
+    if args.report:
+        check_report_path(args.report)
+    profile = profiles.load(args.profile)
     folder = None if args.no_expectations else (args.expectations or BUILTIN)
     deviations = for_target(folder, args.target, set(CATALOG)) if folder else {}
+    target = resolve(args.target, device=args.device, dtype=args.dtype)
     shrink = DEFAULT_SHRINK_SECONDS if args.shrink_seconds is None else args.shrink_seconds
     how = Invocation(target_spec=args.target, profile=profile, device=args.device, dtype=args.dtype,
                      expectations=args.expectations, no_expectations=args.no_expectations, seed=args.seed,
@@ -148,19 +237,62 @@ def _check(args: argparse.Namespace) -> int:
     if stream is not None:
         print(f"target {target.describe()} on {args.device} ({args.dtype}), profile {profile}, "
               f"{len(claims)} claims, shrinking up to {shrink:g} s per failure", flush=True)
-    results = run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations,
-                          invocation=how, progress=stream.progress if stream else None,
-                          on_result=stream.done if stream else None)
-    print(("\n" if stream else "") + report.table(results))
+    results: list[Result] = []
+
+    def done(r: Result) -> None:
+        results.append(r)
+        if stream is not None:
+            stream.done(r)
+
+    interrupted = False
+    try:
+        run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations, invocation=how,
+                    progress=stream.progress if stream else None, on_result=done)
+    except KeyboardInterrupt:  # Ctrl-C: what finished is shown and written, not lost
+        interrupted = True
+        if stream is not None:
+            stream.clear()
+    _print_results(results, gap="\n" if stream else "")
+    if args.report:
+        report.write(args.report, results, suite=args.target)
+    if interrupted:
+        print(f"interrupted: {len(results)} of {len(claims)} claims finished"
+              + (f"; the report of them is in {args.report}" if args.report else ""), file=sys.stderr)
+        return INTERRUPTED
+    return 1 if any(r.status == FAILED for r in results) else 0
+
+
+def _print_results(results: list[Result], gap: str) -> None:
+    """The table (after ``gap``), the notes, the summary and every failure's story."""
+    from spec import report
+
+    print(gap + report.table(results))
     if report.notes(results):
         print("\n" + report.notes(results))
     print("\n" + report.summary(results))
     fails = report.failures(results)
     if fails:
         print("\n" + fails)
-    if args.report:
-        report.write(args.report, results, suite=args.target)
-    return 1 if any(r.status == FAILED for r in results) else 0
+
+
+def check_report_path(path: str) -> None:
+    """--report names a file of a known format in an existing, writable folder; InputError otherwise (checked before
+    the catalog runs, so a typo does not cost the run)."""
+    p = Path(path)
+    if p.suffix not in REPORT_SUFFIXES:
+        raise InputError(f"--report {path}: unknown extension {p.suffix!r}; use one of {', '.join(REPORT_SUFFIXES)}")
+    folder = p.parent
+    try:
+        if p.is_dir():
+            raise InputError(f"--report {path}: is a folder; give a file name ending in .json, .md or .xml")
+        if not folder.is_dir():
+            raise InputError(f"--report {path}: the folder {folder} does not exist")
+    except (OSError, ValueError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"--report {path!r}: not a usable path: {err}") from None
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise InputError(f"--report {path}: not writable")
 
 
 class Stream:
@@ -195,6 +327,12 @@ class Stream:
         self._write(f"{clear}{r.claim:8} {r.status:20} {r.examples:4} examples {r.seconds:7.1f} s{worst}\n")
         self.shown, self.last = False, 0.0
 
+    def clear(self) -> None:
+        """End an indicator line left on the terminal (before a message printed after an interrupt)."""
+        if self.shown:
+            self._write("\r\033[K")
+            self.shown = False
+
     def _write(self, text: str) -> None:
         self.out.write(text)
         self.out.flush()
@@ -207,20 +345,18 @@ def _progress_text(p: Progress) -> str:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    """Print explain's story; bad options and an empty prompt are refused before any model is loaded."""
     from spec.explain import explain
-    from spec.targets.smollm2 import ModelUnavailable
 
-    if args.steps < 1:
-        print("--steps must be >= 1", file=sys.stderr)
-        return 2
     try:
         for line in explain(args.prompt, target=args.target, device=args.device, dtype=args.dtype,
                             steps=args.steps, temperature=args.temperature, top=args.top):
             print(line)
-    except ModelUnavailable as err:
-        print(f"--target {args.target}: the SmolLM2 model is not available. {err}\n"
-              "Or pass --target builtin for a random-weight model that needs no download.", file=sys.stderr)
-        return 2
+    except RuntimeError as err:
+        if not _model_unavailable(err):
+            raise
+        return _refuse(f"--target {args.target}: the SmolLM2 model is not available. {err} "
+                       "Or pass --target builtin for a random-weight model that needs no download.")
     return 0
 
 
@@ -231,15 +367,13 @@ def _figures(args: argparse.Namespace) -> int:
     try:
         import matplotlib  # noqa: F401  (a dev extra, imported lazily by spec.figures)
     except ImportError as err:
-        print(f"figures need matplotlib (pip install matplotlib): {err}", file=sys.stderr)
-        return 2
+        raise InputError(f"figures need matplotlib (pip install matplotlib): {err}") from None
     from spec import figures
     from spec.targets.registry import resolve
 
     unknown = sorted(set(args.only) - {f.stem for f in figures.FIGURES})
     if unknown:
-        print(f"unknown figures {unknown}; choose from {[f.stem for f in figures.FIGURES]}", file=sys.stderr)
-        return 2
+        raise InputError(f"--only: unknown figures {unknown}; choose from {[f.stem for f in figures.FIGURES]}")
     start = time.perf_counter()
     written = figures.write(args.outdir, lambda: resolve(args.target, device=args.device, dtype=args.dtype),
                             only=args.only)
@@ -260,8 +394,7 @@ def _zoo(args: argparse.Namespace) -> int:
 
     unknown = sorted(set(args.mutant) - set(MUTANTS))
     if unknown:
-        print(f"unknown mutants {unknown}; choose from {sorted(MUTANTS)}", file=sys.stderr)
-        return 2
+        raise InputError(f"--mutant: unknown mutants {unknown}; choose from {sorted(MUTANTS)}")
     torch.set_num_threads(1)  # as in the tests, so every reduction runs in the same order and the matrix repeats
     start = time.perf_counter()
     runs = []

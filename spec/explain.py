@@ -6,11 +6,21 @@ final norm -> logits -> softmax (at T = 1 and a chosen T) -> the chosen token.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
 
+from spec.errors import InputError
 from spec.target import Target
+
+
+def check_vocabulary(t: Target, ids: list[int]) -> None:
+    """The model has a row for every token ID its tokenizer gave (else it would fail with an IndexError)."""
+    if ids and max(ids) >= t.vocab_size:
+        raise InputError(f"target {t.name}: its vocabulary has {t.vocab_size} entries but its tokenizer "
+                         f"({t.tokenizer().vocab_size} entries) gave token ID {max(ids)}; use a target whose "
+                         "model and tokenizer share one vocabulary (e.g. builtin or smollm2)")
 
 
 def builtin_target(device: str = "cpu", dtype: str = "float32") -> Target:
@@ -37,16 +47,28 @@ def explain(prompt: str, *, target: str | Target = DEFAULT_TARGET, device: str =
     GGUF file cannot be located or fetched, spec.targets.smollm2.ModelUnavailable says how to
     provide it (or to pass target="builtin", a random-weight model that needs nothing).
     """
-    from spec.targets.registry import resolve
+    from spec.targets.registry import check_device, resolve
 
+    if not prompt:  # refused before a model is loaded
+        raise InputError("prompt: empty; give at least one character")
+    if steps < 1 or not temperature >= 0 or math.isinf(temperature) or top < 1:
+        raise InputError(f"explain: steps and top must be >= 1 and temperature finite and >= 0, got steps {steps}, "
+                         f"temperature {temperature}, top {top}")
     if isinstance(target, Target):
         t = target
+    elif target == "builtin":
+        check_device(device)
+        t = builtin_target(device, dtype)
     else:
-        t = builtin_target(device, dtype) if target == "builtin" else resolve(target, device=device, dtype=dtype)
+        t = resolve(target, device=device, dtype=dtype)
     tok = t.tokenizer()
     ids = tok.encode(prompt)
     if not ids:
-        raise ValueError("prompt: the text encodes to no tokens; give at least one character")
+        raise InputError("prompt: the text encodes to no tokens; give at least one character")
+    check_vocabulary(t, ids)
+    if len(ids) + steps > t.max_positions:
+        raise InputError(f"explain: the prompt's {len(ids)} tokens and {steps} steps exceed the model's "
+                         f"{t.max_positions} positions; give a shorter prompt or fewer --steps")
     yield f"model: {t.describe()}"
     for step in range(steps):
         yield from _one_step(t, ids, temperature, top, step)

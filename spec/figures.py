@@ -29,6 +29,8 @@ fixed SVG hash salt, and no date or software version in the files.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ import torch
 from torch import Tensor
 
 from spec.claims import out, soft, tr
+from spec.errors import InputError
 from spec.target import Target
 
 DPI = 100
@@ -492,15 +495,69 @@ FIGURES: tuple[FigureSpec, ...] = (
 
 
 def save(fig: Any, outdir: Path, stem: str) -> list[Path]:
-    """Write ``fig`` as stem.png (DPI dots per inch) and stem.svg, with no date or version in either file."""
+    """Write ``fig`` as stem.png (DPI dots per inch) and stem.svg, with no date or version in either file.
+
+    Each file is written to a temporary file in ``outdir`` and then renamed over the old one: a reader never sees a
+    half-written figure, and a symbolic link at the name is refused (writing through it would change a file
+    elsewhere).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     png, svg = outdir / f"{stem}.png", outdir / f"{stem}.svg"
-    fig.savefig(png, dpi=DPI, metadata={"Software": None})
+    _replace(png, lambda f: fig.savefig(f, format="png", dpi=DPI, metadata={"Software": None}))
     fig.set_layout_engine("none")  # keep the layout the PNG got (it is in inches, so it fits the SVG): ~1/3 faster
-    fig.savefig(svg, metadata={"Date": None, "Creator": None})
+    _replace(svg, lambda f: fig.savefig(f, format="svg", metadata={"Date": None, "Creator": None}))
     return [png, svg]
+
+
+def _replace(path: Path, draw: Callable[[Any], None]) -> None:
+    """``draw`` into a temporary file beside ``path``, then rename it to ``path`` (never through a link)."""
+    refuse_links([path])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            draw(f)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as a plain open() would have made it (mkstemp makes 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def refuse_links(paths: Sequence[Path]) -> None:
+    """InputError if any of ``paths`` is a symbolic link (or anything but a regular file, where it exists)."""
+    for p in paths:
+        if p.is_symlink():
+            raise InputError(f"figures: {p} is a symbolic link; refusing to write through it (remove it first)")
+        if p.exists() and not p.is_file():
+            raise InputError(f"figures: {p} exists and is not a regular file; remove it first")
+
+
+def _check_outdir(out_dir: Path, stems: Sequence[str]) -> None:
+    """OUTDIR is a folder (or can be made) and no figure file in it is a link; checked before any model loads."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"figures: OUTDIR {out_dir} exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"figures: cannot create OUTDIR {out_dir}: {err.strerror}") from None
+    if not os.access(out_dir, os.W_OK):
+        raise InputError(f"figures: OUTDIR {out_dir} is not writable")
+    refuse_links([out_dir / f"{stem}.{ext}" for stem in stems for ext in ("png", "svg")])
+
+
+def _check_vocabulary(model: Target) -> None:
+    """The model has a row for every ID its tokenizer can give (else a prompt's IDs index past its embedding)."""
+    if "tokenizer" not in model.capabilities:
+        return
+    size = model.tokenizer().vocab_size
+    if size > model.vocab_size:
+        raise InputError(f"figures: target {model.name}'s vocabulary has {model.vocab_size} entries, fewer than "
+                         f"its tokenizer's {size}; use a target whose model and tokenizer share one vocabulary "
+                         "(the default, smollm2)")
 
 
 def write(outdir: str | Path, target: Target | Callable[[], Target] | None,
@@ -515,20 +572,21 @@ def write(outdir: str | Path, target: Target | Callable[[], Target] | None,
     chosen = [f for f in FIGURES if not only or f.stem in only]
     unknown = set(only) - {f.stem for f in FIGURES}
     if unknown:
-        raise ValueError(f"unknown figures {sorted(unknown)}; the figures are {[f.stem for f in FIGURES]}")
+        raise InputError(f"unknown figures {sorted(unknown)}; the figures are {[f.stem for f in FIGURES]}")
     out_dir = Path(outdir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_outdir(out_dir, [f.stem for f in chosen])
     model = None
     results: dict[str, tuple[Any, list[Path]]] = {}
     for spec in chosen:
         if spec.needs_model and model is None:
             if target is None:
-                raise ValueError(f"figure {spec.stem} needs a target (a trained model such as smollm2)")
+                raise InputError(f"figure {spec.stem} needs a target (a trained model such as smollm2)")
             model = target if isinstance(target, Target) else target()
+            _check_vocabulary(model)
         data = spec.data(model) if spec.needs_model else spec.data()
         with matplotlib.rc_context(cast(Any, STYLE)):  # the stubs type rc keys as a Literal
             results[spec.stem] = (data, save(spec.plot(data), out_dir, spec.stem))
     return results
 
 
-__all__ = ["FIGURES", "FigureSpec", "save", "write"]
+__all__ = ["FIGURES", "FigureSpec", "refuse_links", "save", "write"]

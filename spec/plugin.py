@@ -36,7 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "`next-token-spec check -h`); repeatable; also $NEXT_TOKEN_SPEC_TARGET (comma-separated)")
     group.addoption("--device", default="cpu", choices=("cpu", "cuda", "all"),
                     help="device for targets and device-parametrized tests: cpu, cuda, or all available")
-    group.addoption("--dtype", default="float32", help="dtype for targets (float32, float64, bfloat16, float16)")
+    group.addoption("--dtype", default="float32", choices=("float32", "float64", "bfloat16", "float16"),
+                    help="dtype for targets (float32, float64, bfloat16, float16)")
     group.addoption("--expectations", default=None, metavar="DIR",
                     help="folder of per-target expected-deviation files (<target>.toml); overrides the ini option "
                          "next_token_spec_expectations and the default, the built-in targets' committed files")
@@ -78,8 +79,25 @@ def selected_targets(config: pytest.Config) -> list[str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "claim(id): the test checks the named spec claim")
+    # ClaimItem marks the claims it runs on the GPU; registered here so --strict-markers accepts it in any project
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped with a reason where none is present)")
     if not config.getoption("hypothesis_profile", None):
         profiles.load()
+    _refuse_absent_cuda(config)
+
+
+def _refuse_absent_cuda(config: pytest.Config) -> None:
+    """``--device cuda`` on a machine without CUDA is a usage error, not a run that skips everything and passes.
+
+    (``--device all`` means the devices present; ``nox -s cuda`` checks for CUDA before it asks for it.)
+    """
+    if config.getoption("--device") != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda: CUDA is not available on this machine (torch.cuda.is_available() is "
+                                "False); use --device cpu, or --device all for the devices present")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

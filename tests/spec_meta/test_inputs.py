@@ -1,0 +1,538 @@
+"""Issue #14, the CLI and API half: every bad input gets one clear line (exit 2) or correct behaviour.
+
+Most inputs here must be refused before any model is built; the tests make building one an error
+(``no_build``) so a refusal that comes too late fails them. The Hypothesis tests at the end drive the
+command line and the API with generated bad input and check the contract: exit 2 and one line on
+stderr (or spec.errors.InputError from the API), never another exception, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import re
+import sys
+import textwrap
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from spec.catalog import CATALOG, load_all
+from spec.cli import main
+from spec.errors import InputError
+from spec.expectations import MAX_BYTES, MissingExpectations, for_target, load
+from spec.runner import FAILED, PASSED, Result, ShrinkBudgetSpent, run_claim
+from spec.targets import registry
+from spec.targets.reference_target import ReferenceTarget
+
+load_all()
+IDS = set(CATALOG)
+FAST = settings(max_examples=3, derandomize=True, database=None)
+FUZZ = settings(max_examples=40, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+
+
+class Built(Exception):
+    """Raised in place of building a model: the input got past every check."""
+
+
+@pytest.fixture
+def no_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building any target (or running any claim) is an error: a refusal must come before it."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise Built(args)
+
+    monkeypatch.setattr(registry, "resolve", refuse)
+    monkeypatch.setattr("spec.explain.builtin_target", refuse)
+    monkeypatch.setattr("spec.runner.run_catalog", refuse)
+
+
+def run(argv: list[str]) -> tuple[int, str, str]:
+    """main(argv) in-process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def refused(argv: list[str], *words: str) -> str:
+    """Assert main(argv) exits 2 with one line on stderr naming each of ``words``; that line."""
+    code, _, err = run(argv)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("next-token-spec: error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in err, (w, err)
+    return err
+
+
+# -- a module of factories, importable for the duration of a test ---------------------------------------------
+FACTORIES = '''
+import torch
+from torch import nn
+from spec.targets.reference_target import ReferenceTarget
+
+def raises():
+    raise RuntimeError("no weights here")
+
+def returns_none():
+    return None
+
+def identity():
+    return nn.Identity()
+
+def linear():
+    return nn.Linear(4, 4)
+
+def plain():
+    return ReferenceTarget.from_preset("gpt2-tiny")
+
+def placed(device="cpu", dtype=torch.float32):
+    return ReferenceTarget.from_preset("gpt2-tiny", device=device, dtype=dtype)
+
+def ignores(device="cpu", dtype=torch.float32):
+    return ReferenceTarget.from_preset("gpt2-tiny")
+
+def anything(**kw):
+    return ReferenceTarget.from_preset("gpt2-tiny", **kw)
+'''
+
+
+@pytest.fixture
+def factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module name of FACTORIES (and of ``broken_import``, which raises on import)."""
+    (tmp_path / "inputs_factories.py").write_text(FACTORIES)
+    (tmp_path / "inputs_broken.py").write_text("raise ImportError('a dependency is missing')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "inputs_factories"
+
+
+# -- item 1: the command line's usage and input errors ----------------------------------------------------------
+def test_unknown_target_is_one_line() -> None:
+    refused(["check", "nope", "--claim", "EMB-2"], "nope", "reference[:preset]")
+
+
+@pytest.mark.parametrize(("spec", "words"), [
+    ("inputs_missing_module:build", ("inputs_missing_module", "could not be imported")),
+    ("inputs_broken:build", ("inputs_broken", "a dependency is missing")),
+    ("inputs_factories:raises", ("raised RuntimeError", "no weights here")),
+    ("inputs_factories:returns_none", ("returned NoneType",)),
+    ("inputs_factories:identity", ("Identity", "no parameters")),
+    ("inputs_factories:linear", ("Linear", "not called like a HuggingFace causal LM")),
+    ("inputs_factories:nothing", ("no callable 'nothing'",)),
+    ("reference:nope", ("unknown preset 'nope'",)),
+])
+def test_bad_factory_targets_are_one_line(factories: str, spec: str, words: tuple[str, ...]) -> None:
+    refused(["check", spec, "--claim", "EMB-2", "--quiet"], spec, *words)
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", "reference", "--report", "out.txt"],
+    ["check", "reference", "--dtype", "float8"],
+    ["check", "reference", "--device", "tpu"],
+    ["check", "reference", "--claim", "NOPE-1"],
+    ["check", "reference", "--shrink-seconds", "-1"],
+    ["check", "reference", "--shrink-seconds", "nan"],
+    ["check", "reference", "--shrink-seconds", "soon"],
+    ["check", "reference", "--profile", "bogus"],
+    ["check", "reference", "--seed", "1.5"],
+    ["check", "reference", "--expectations", "x.toml", "--no-expectations"],
+    ["check", "reference", "--expectations", "/nonexistent/x.toml"],
+    ["explain", "hi", "--steps", "0"],
+    ["explain", "hi", "--steps", "1000001"],
+    ["explain", "hi", "--temperature", "-1"],
+    ["explain", "hi", "--temperature", "inf"],
+    ["explain", "hi", "--temperature", "nan"],
+    ["explain", "hi", "--top", "0"],
+    ["explain", ""],
+    ["figures", "/tmp", "--only", "nope"],
+    ["zoo", "--mutant", "nope"],
+    ["bogus-command"],
+])
+def test_bad_options_are_refused_before_any_work(no_build: None, argv: list[str]) -> None:
+    refused(argv)
+
+
+@NO_CUDA
+def test_device_cuda_without_cuda_is_refused(no_build: None) -> None:
+    refused(["check", "reference", "--device", "cuda"], "cuda", "not available")
+
+
+def test_report_paths_are_checked_before_the_catalog_runs(no_build: None, tmp_path: Path) -> None:
+    refused(["check", "reference", "--report", str(tmp_path / "out.txt")], "out.txt", ".json")
+    refused(["check", "reference", "--report", str(tmp_path / "missing" / "r.json")], "does not exist")
+    (tmp_path / "dir.json").mkdir()
+    refused(["check", "reference", "--report", str(tmp_path / "dir.json")], "is a folder")
+    with pytest.raises(Built):  # a good path gets through to the run
+        run(["check", "reference", "--report", str(tmp_path / "r.json")])
+
+
+# -- item 2: --device and --dtype reach factory targets ---------------------------------------------------------
+def test_factories_get_device_and_dtype(factories: str) -> None:
+    for name in ("placed", "anything"):
+        t = registry.resolve(f"inputs_factories:{name}", dtype="float64")
+        assert t.dtype == torch.float64, name
+
+
+def test_a_factory_that_cannot_take_the_dtype_asked_for_is_refused(factories: str) -> None:
+    with pytest.raises(InputError, match="takes no 'dtype' argument"):
+        registry.resolve("inputs_factories:plain", dtype="float64")
+    assert registry.resolve("inputs_factories:plain").dtype == torch.float32  # the defaults need no argument
+
+
+def test_a_target_on_another_dtype_than_asked_is_refused(factories: str) -> None:
+    with pytest.raises(InputError, match="asked for dtype float64, but the target computes in float32"):
+        registry.resolve("inputs_factories:ignores", dtype="float64")
+    refused(["check", "inputs_factories:plain", "--dtype", "float16", "--claim", "EMB-2"], "dtype float16")
+
+
+# -- item 3: Ctrl-C keeps what finished ---------------------------------------------------------------------------
+def test_ctrl_c_prints_and_writes_the_claims_that_finished(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def fake(claim: object, target: object, **kw: object) -> Result:
+        cid = str(getattr(claim, "id", ""))
+        calls.append(cid)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return Result(cid, "a statement", "t", PASSED, examples=1)
+
+    monkeypatch.setattr("spec.runner.run_claim", fake)
+    out = tmp_path / "r.json"
+    code, stdout, stderr = run(["check", "reference:gpt2-tiny", "--report", str(out), "--quiet"])
+    assert code == 130
+    assert calls[:2][0] in stdout and calls[1] in stdout and "2 passed" in stdout
+    assert [r["claim"] for r in json.loads(out.read_text())] == calls[:2]
+    assert "interrupted: 2 of" in stderr and str(out) in stderr
+
+
+def _claim(check: object) -> object:
+    from spec.catalog import Claim
+
+    return Claim("ZZZ-7", "a claim for testing", "nowhere", (), "none", check)  # type: ignore[arg-type]
+
+
+def test_a_real_keyboard_interrupt_leaves_run_claim() -> None:
+    def interrupted(target: object, data: st.DataObject) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_claim(_claim(interrupted), ReferenceTarget.from_preset("gpt2-tiny"), profile=FAST)  # type: ignore[arg-type]
+    assert not isinstance(info.value, ShrinkBudgetSpent)
+
+
+def test_a_keyboard_interrupt_while_shrinking_leaves_run_claim() -> None:
+    seen = [0]
+
+    def fails_then_interrupted(target: object, data: st.DataObject) -> None:
+        data.draw(st.integers(0, 100), label="n")
+        seen[0] += 1
+        if seen[0] == 1:
+            raise AssertionError("fails")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        run_claim(_claim(fails_then_interrupted), ReferenceTarget.from_preset("gpt2-tiny"),  # type: ignore[arg-type]
+                  profile=settings(FAST, max_examples=20))
+    assert not isinstance(info.value, ShrinkBudgetSpent)
+
+
+# -- item 4: logits of the wrong shape, dtype or device fail every claim that reads them ---------------------------
+class WrongShape(ReferenceTarget):
+    def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return super().logits(ids, attention_mask)[..., :-1]  # one vocabulary entry short
+
+
+class WholeNumbers(ReferenceTarget):
+    def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return (super().logits(ids, attention_mask) * 100).long()
+
+
+@pytest.mark.parametrize("cid", ["ATT-4", "GEN-4", "OUT-7"])
+@pytest.mark.parametrize(("kind", "words"), [(WrongShape, "returned shape"), (WholeNumbers, "returned dtype int64")])
+def test_malformed_logits_fail_on_the_first_example(cid: str, kind: type[ReferenceTarget], words: str) -> None:
+    target = kind(ReferenceTarget.from_preset("gpt2-tiny").model, name="malformed")
+    r = run_claim(CATALOG[cid], target, profile=FAST)
+    assert r.status == FAILED and words in r.detail, (r.status, r.detail)
+    assert "logits" not in vars(target)  # the check is taken off again
+
+
+def test_well_formed_logits_pass_and_are_unchanged() -> None:
+    target = ReferenceTarget.from_preset("gpt2-tiny")
+    assert run_claim(CATALOG["OUT-7"], target, profile=FAST).status == PASSED
+    assert "logits" not in vars(target)
+
+
+# -- item 5: expectations files --------------------------------------------------------------------------------------
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_malformed_toml_names_the_file_and_line(tmp_path: Path) -> None:
+    f = write(tmp_path / "bad.toml", '[[deviation]]\nclaim = "GEN-3"\nreason = \n')
+    with pytest.raises(InputError, match=r"bad\.toml is not valid TOML.*line 3"):
+        load(f, IDS)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('deviation = {claim = "GEN-3", reason = "r"}\n', "deviation must be a list"),
+    ('include = {a = "b"}\n', "include must be a list"),
+    ('deviation = [1, 2]\n', "deviation must be a list of tables"),
+    ('[[deviation]]\nclaim = 3\nreason = "r"\n', "claim must be a string"),
+])
+def test_tables_of_the_wrong_type_name_the_file_and_key(tmp_path: Path, text: str, key: str) -> None:
+    f = write(tmp_path / "typed.toml", text)
+    with pytest.raises(InputError, match=key) as info:
+        load(f, IDS)
+    assert "typed.toml" in str(info.value)
+
+
+def test_a_missing_include_names_both_files(tmp_path: Path) -> None:
+    f = write(tmp_path / "main.toml", 'include = ["_gone.toml"]\n')
+    with pytest.raises(InputError, match=r"main\.toml: include '_gone\.toml'.*does not exist"):
+        load(f, IDS)
+
+
+def test_includes_stay_in_the_including_files_folder(tmp_path: Path) -> None:
+    write(tmp_path / "outside.toml", '[[deviation]]\nclaim = "GEN-3"\nreason = "r"\n')
+    sub = tmp_path / "sub"
+    for name in ("../outside.toml", str(tmp_path / "outside.toml")):
+        f = write(sub / "main.toml", f"include = [{json.dumps(name)}]\n")
+        with pytest.raises(InputError, match="relative to the including file"):
+            load(f, IDS)
+    (sub / "link.toml").symlink_to(tmp_path / "outside.toml")
+    f = write(sub / "main.toml", 'include = ["link.toml"]\n')
+    with pytest.raises(InputError, match="leads outside"):
+        load(f, IDS)
+    write(sub / "inner" / "_shared.toml", '[[deviation]]\nclaim = "GEN-3"\nreason = "r"\n')
+    f = write(sub / "main.toml", 'include = ["inner/_shared.toml"]\n')
+    assert set(load(f, IDS)) == {"GEN-3"}  # relative to the including file, below it: fine
+    assert set(load(tmp_path / "outside.toml", IDS)) == {"GEN-3"}  # an absolute path given directly: fine
+
+
+def _in_time(fn: object, seconds: float = 10.0) -> BaseException | None:
+    """Run fn in a thread; the exception it raised; fail if it is still running after ``seconds`` (a hang)."""
+    caught: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            fn()  # type: ignore[operator]
+        except BaseException as err:
+            caught.append(err)
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "hung"
+    return caught[0] if caught else None
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="POSIX only")
+def test_fifos_devices_folders_and_huge_files_are_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.toml"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_BYTES + 1)
+    for path, words in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file"),
+                        (huge, "bytes"), (tmp_path, "not a regular file")):
+        err = _in_time(lambda p=path: load(p, IDS))
+        assert isinstance(err, InputError) and words in str(err), (path, err)
+    code, _, stderr = run(["check", "reference", "--expectations", str(fifo), "--claim", "EMB-2"])
+    assert code == 2 and "not a regular file" in stderr
+
+
+def test_a_missing_expectations_path_is_still_a_file_not_found_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        for_target(tmp_path / "none", "reference", IDS)
+    assert issubclass(MissingExpectations, InputError)
+
+
+# -- item 6: explain and figures -------------------------------------------------------------------------------------
+def test_explain_refuses_a_model_smaller_than_its_tokenizer() -> None:
+    refused(["explain", "The storm is", "--target", "reference:gpt2-tiny"], "vocabulary has", "tokenizer")
+
+
+def test_figures_refuse_a_model_smaller_than_its_tokenizer(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    refused(["figures", str(tmp_path), "--only", "2-temperature", "--target", "reference:gpt2-tiny"],
+            "fewer than its tokenizer's")
+
+
+# -- item 7: the pytest plugin ----------------------------------------------------------------------------------------
+pytest_plugins = ["pytester"]
+
+
+def test_the_plugin_registers_the_cuda_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("import pytest\n\n@pytest.mark.cuda\ndef test_x():\n    pass\n")
+    result = pytester.runpytest_inprocess("--strict-markers", "-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+@NO_CUDA
+def test_pytest_device_cuda_without_cuda_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_inprocess("--device", "cuda", "-p", "no:randomly", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--device cuda: CUDA is not available*"])
+
+
+# -- item 8: figures never write through a link -----------------------------------------------------------------------
+def test_figures_refuse_to_write_through_a_symlink(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "1-toy-softmax.svg").symlink_to(precious)
+    refused(["figures", str(out), "--only", "1-toy-softmax"], "symbolic link")
+    assert precious.read_text() == "mine"
+    assert not (out / "1-toy-softmax.png").exists()  # refused before anything was written
+    (out / "1-toy-softmax.svg").unlink()
+    assert run(["figures", str(out), "--only", "1-toy-softmax"])[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["1-toy-softmax.png", "1-toy-softmax.svg"]  # no temp left
+
+
+# -- item 9: generated bad input ---------------------------------------------------------------------------------------
+NUMBERS = st.one_of(st.integers(-10**30, 10**30).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
+                    st.sampled_from(["nan", "-inf", "inf", "", "1e400", "0x10", " 3", "1_000", "٣"]),
+                    st.text(max_size=8))
+
+
+def contract(argv: list[str]) -> int | None:
+    """main(argv) either refuses with exit 2 and one line, or gets to building a model (None)."""
+    try:
+        code, _, err = run(argv)
+    except Built:
+        return None
+    assert code == 2, (argv, code, err)
+    assert err.count("\n") == 1 and err.startswith("next-token-spec: error: ") and "Traceback" not in err, err
+    return code
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _whole(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _as_option(value: str) -> bool:
+    """Whether argparse takes ``value`` for an option flag rather than a value (it then refuses: no value given)."""
+    return value.startswith("-") and not re.fullmatch(r"-\d+|-\d*\.\d+", value)
+
+
+@FUZZ
+@given(value=NUMBERS)
+def test_numeric_options_refused_exactly_when_bad(no_build: None, value: str) -> None:
+    if _as_option(value):  # argparse's own reading of a leading '-': only the contract holds
+        for option in ("--temperature", "--steps", "--top"):
+            contract(["explain", "hi", option, value])
+        return
+    x, n = _number(value), _whole(value)
+    temperature_ok = x is not None and math.isfinite(x) and x >= 0
+    assert (contract(["explain", "hi", "--temperature", value]) is None) == temperature_ok
+    assert (contract(["explain", "hi", "--steps", value]) is None) == (n is not None and 1 <= n <= 1000)
+    assert (contract(["explain", "hi", "--top", value]) is None) == (n is not None and n >= 1)
+    shrink_ok = x is not None and x >= 0
+    assert (contract(["check", "reference", "--claim", "EMB-2", "--shrink-seconds", value]) is None) == shrink_ok
+    assert (contract(["check", "reference", "--claim", "EMB-2", "--seed", value]) is None) == (n is not None)
+
+
+@FUZZ
+@given(cid=st.text(max_size=12), path=st.text(max_size=40), prompt=st.text(max_size=20))
+def test_claim_ids_paths_and_prompts(no_build: None, cid: str, path: str, prompt: str) -> None:
+    assume(cid not in CATALOG and not cid.startswith("-") and not path.startswith("-") and not prompt.startswith("-"))
+    assert contract(["check", "reference", "--claim", cid]) == 2
+    contract(["check", "reference", "--report", path])
+    contract(["check", "reference", "--expectations", path])
+    assert (contract(["explain", prompt, "--target", "builtin"]) is None) == bool(prompt)
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    top = module.split(".")[0]
+    try:
+        return top in sys.modules or importlib.util.find_spec(top) is not None
+    except (ValueError, ImportError):
+        return False
+
+
+@FUZZ
+@given(spec=st.text(max_size=30))
+def test_random_target_specs_are_input_errors(spec: str) -> None:
+    kind = spec.partition(":")[0]
+    assume(kind not in registry._HANDLERS and not _importable(kind))  # never import or build a real thing
+    with pytest.raises(InputError) as info:
+        registry.resolve(spec)
+    assert "\n" not in str(info.value)
+
+
+@FUZZ
+@given(kind=st.sampled_from(["reference", "hf", "mutant", "smollm2", "llamacpp"]),
+       rest=st.text(min_size=1, max_size=20))
+def test_random_presets_are_input_errors(kind: str, rest: str) -> None:
+    import reference
+    from spec.targets.hf_presets import HF_PRESETS
+    from spec.targets.mutants import MUTANTS
+
+    assume(rest not in {"hf", "smollm2", *reference.PRESETS, *HF_PRESETS, *MUTANTS})  # the real names
+    with pytest.raises(InputError, match=r"target|unknown"):
+        registry.resolve(f"{kind}:{rest}")
+
+
+@FUZZ
+@given(text=st.text(max_size=200))
+def test_malformed_toml_is_an_input_error(tmp_path: Path, text: str) -> None:
+    f = tmp_path / "fuzz.toml"
+    f.write_text(text, encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            load(f, IDS)
+        except InputError as err:
+            assert "fuzz.toml" in str(err)
+
+
+@FUZZ
+@given(body=st.sampled_from(['include = ', 'deviation = ', '[[deviation]]\nclaim = ', '[[deviation]]\nreason = ']),
+       value=st.sampled_from(['{a = 1}', '[1]', '3', '"x"', '[["a"]]', '[{claim = 1}]', 'true', '1979-05-27']))
+def test_toml_of_the_wrong_shape_is_an_input_error(tmp_path: Path, body: str, value: str) -> None:
+    f = tmp_path / "shape.toml"
+    f.write_text(body + value + "\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            load(f, IDS)
+        except InputError as err:
+            assert "shape.toml" in str(err)
+
+
+def test_end_to_end_one_line_and_exit_2() -> None:
+    """The installed command, in a process of its own: a bad target is one line on stderr and exit status 2."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "spec.cli", "check", "no_such_module_xyz:build"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no_such_module_xyz" in proc.stderr, proc.stderr
+

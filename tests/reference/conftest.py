@@ -8,6 +8,7 @@ Everything here is deterministic: random inputs come from explicitly seeded
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,3 +76,17 @@ def model_for() -> Callable[..., Transformer]:
 def gen() -> torch.Generator:
     """A freshly seeded CPU generator for test inputs."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The path of SmolLM2's GGUF: a failure in CI (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1), else a skip naming why."""
+    from spec.runner import require_trained
+    from spec.targets import smollm2
+
+    try:
+        return smollm2.locate_gguf(download_missing=False)
+    except smollm2.ModelUnavailable as err:
+        if require_trained():
+            pytest.fail(f"SmolLM2 is required here (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1) but unavailable: {err}")
+        pytest.skip(f"SmolLM2 GGUF not available: {err}")

@@ -46,7 +46,6 @@ import reference
 from reference.config import ModelConfig
 from reference.convert import gguf as G
 from reference.convert.common import UnsupportedConfig
-from spec.runner import require_trained
 from spec.targets import smollm2
 
 gguf = pytest.importorskip("gguf")
@@ -305,18 +304,9 @@ def test_failed_download_says_how_to_get_the_model(no_model_anywhere: Path, monk
 # ------------------------------------------------------------------------------ the real model
 
 
-def _model_path() -> Path:
-    try:
-        return smollm2.locate_gguf(download_missing=False)
-    except smollm2.ModelUnavailable as err:
-        if require_trained():
-            pytest.fail(f"SmolLM2 is required here (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1) but unavailable: {err}")
-        pytest.skip(f"SmolLM2 GGUF not available: {err}")
-
-
 @pytest.fixture(scope="module")
-def path() -> Path:
-    return _model_path()
+def path(smollm2_gguf: Path) -> Path:
+    return smollm2_gguf
 
 
 @pytest.fixture(scope="module")

@@ -704,24 +704,12 @@ def test_lookups_name_a_non_integer_id(tok: ByteBPETokenizer) -> None:
 SMOLLM2_LACKS = [0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xC0, 0xC1, 0xF1, 0xF2, *range(0xF5, 0x100)]
 
 
-def _smollm2_path() -> Path:
-    from spec.runner import require_trained
-    from spec.targets import smollm2
-
-    try:
-        return smollm2.locate_gguf(download_missing=False)
-    except smollm2.ModelUnavailable as err:
-        if require_trained():
-            pytest.fail(f"SmolLM2 is required here (NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1) but unavailable: {err}")
-        pytest.skip(f"SmolLM2 GGUF not available: {err}")
-
-
 @pytest.fixture(scope="module")
-def smollm2_file() -> Any:
+def smollm2_file(smollm2_gguf: Path) -> Any:
     pytest.importorskip("gguf")
     from reference.convert import gguf
 
-    return gguf.read(_smollm2_path())
+    return gguf.read(smollm2_gguf)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ bug seen in real implementations.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -33,15 +33,6 @@ NO_SHRINK = settings(max_examples=30, derandomize=True, phases=[Phase.explicit, 
 SAMPLER = ("DEC-2", "DEC-3", "DEC-4", "DEC-5")
 MODEL = ("DEC-1", "GEN-1", "GEN-2", "GEN-3", "GEN-4", "REF-1")
 HF_PROFILE = settings(max_examples=10, derandomize=True)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (and do not fight other test workers for cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(claim_id: str, target: Target, profile: settings = PROFILE) -> str:

@@ -9,7 +9,7 @@ call (or one claim run), which leaves every other test untouched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import cast
 from unittest import mock
 
@@ -38,15 +38,6 @@ FAIL = settings(max_examples=30, derandomize=True, database=None,
 CLAIMS = ["POS-1", "POS-2", "POS-3", "ATT-1", "ATT-2", "ATT-3", "ATT-4", "ATT-5", "ATT-6"]
 # learned, sinusoidal, rotary (halves, partial, interleaved), ALiBi, none; MHA, GQA, MQA
 PRESETS = ["gpt2-tiny", "llama-tiny", "mqa-sinusoidal", "gptj-tiny", "bloom-tiny", "nopos-tiny"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread (and do not fight parallel test workers); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run(claim_id: str, target: Target, profile: settings) -> Result:

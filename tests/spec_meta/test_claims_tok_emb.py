@@ -8,7 +8,6 @@ skip shrinking (only the verdict matters here).
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
 from unittest import mock
 
 import pytest
@@ -39,15 +38,6 @@ CLAIMS = ["TOK-1", "TOK-2", "TOK-3", "TOK-4", "TOK-5",
 # every position kind, a scaled lookup (gemma) and a norm after the lookup (bloom)
 PRESETS = ["gpt2-tiny", "llama-tiny", "mqa-sinusoidal", "gemma-tiny", "bloom-tiny"]
 SLOW = {"EMB-6"}  # nine short training runs per example on its own fixed config: one preset (both dtypes)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors run fastest on one thread (and do not fight parallel test workers); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run(claim_id: str, target: Target, profile: settings) -> Result:

@@ -10,8 +10,6 @@ where nothing ties, greedy returning the top probability) must still fail.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from hypothesis import Phase, settings
@@ -30,14 +28,6 @@ PROFILE = settings(max_examples=30, derandomize=True)
 NO_SHRINK = settings(max_examples=30, derandomize=True, phases=[Phase.explicit, Phase.generate])  # need only fail
 TIE_CLAIMS = ("DEC-1", "DEC-3", "DEC-4")
 GREEDY, TOP_K, TOP_P = "greedy tie", dec.TOP_K_TIE, dec.TOP_P_TIE
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------ the helpers, by hand

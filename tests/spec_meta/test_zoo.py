@@ -10,7 +10,6 @@ Zero false alarms on correct targets is the built-in targets' own catalog run (p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,15 +25,6 @@ from spec.targets.registry import resolve
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / zoo.DOC
 STALE = "docs/kill-matrix.md is stale: run `next-token-spec zoo --markdown > docs/kill-matrix.md` (or `nox -s docs`)"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread, as the matrix was generated with (reductions in the same order), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _doc() -> tuple[dict[str, str], str]:

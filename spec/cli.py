@@ -2,7 +2,8 @@
 
     next-token-spec list [--markdown]
     next-token-spec check TARGET [--device D] [--dtype T] [--profile P] [--report FILE] [--claim ID ...]
-                         [--expectations PATH | --no-expectations] [--shrink-seconds S] [--seed N] [--quiet]
+                         [--expectations PATH | --no-expectations] [--shrink-seconds S] [--seed N] [--timeout S]
+                         [--quiet]
     next-token-spec explain "PROMPT" [--target smollm2|builtin|T] [--steps N] [--temperature T]
     next-token-spec figures OUTDIR [--target T] [--only STEM ...]
     next-token-spec zoo [--markdown] [--mutant NAME ...]
@@ -99,6 +100,8 @@ def _main(argv: Sequence[str] | None) -> int:
                          help="wall-clock budget for shrinking each failing claim's counterexample (default 5; 0: "
                               "do not shrink; inf: no bound); past it the smallest example found so far is shown")
     p_check.add_argument("--seed", type=int, default=None, help="Hypothesis seed (for the non-derandomized profiles)")
+    p_check.add_argument("--timeout", type=_deadline_seconds, default=None, metavar="S",
+                         help="fail a claim as timed out when one example runs longer than S seconds (default: none)")
     p_check.add_argument("--quiet", action="store_true",
                          help="print only the table, notes and failures (no line per claim, no progress)")
 
@@ -140,6 +143,14 @@ def _seconds(text: str) -> float:
     value = _float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (or inf), got {text!r}")
+    return value
+
+
+def _deadline_seconds(text: str) -> float:
+    """An example's deadline: a finite number of seconds > 0."""
+    value = _float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
     return value
 
 
@@ -232,7 +243,7 @@ def _check(args: argparse.Namespace) -> int:
     shrink = DEFAULT_SHRINK_SECONDS if args.shrink_seconds is None else args.shrink_seconds
     how = Invocation(target_spec=args.target, profile=profile, device=args.device, dtype=args.dtype,
                      expectations=args.expectations, no_expectations=args.no_expectations, seed=args.seed,
-                     shrink_seconds=shrink)
+                     shrink_seconds=shrink, timeout=args.timeout)
     stream = None if args.quiet else Stream(sys.stdout)
     if stream is not None:
         print(f"target {target.describe()} on {args.device} ({args.dtype}), profile {profile}, "

@@ -24,14 +24,17 @@ on the first example, with a message naming what it returned.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shlex
+import signal
 import textwrap
+import threading
 import time
 import traceback
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -108,6 +111,7 @@ class Invocation:
     no_expectations: bool = False
     seed: int | None = None  # a Hypothesis seed given explicitly
     shrink_seconds: float | None = DEFAULT_SHRINK_SECONDS  # None: shrink without a bound (the zoo)
+    timeout: float | None = None  # each example's deadline in seconds (None: none; pytest's timeout plugins rule)
 
     def command(self, claim_id: str, target: Target) -> str:
         """The one-line ``next-token-spec check`` command that reruns one claim with these options."""
@@ -124,6 +128,8 @@ class Invocation:
         if self.seed is not None:
             words += ["--seed", str(self.seed)]
         words += ["--shrink-seconds", "inf" if self.shrink_seconds is None else f"{self.shrink_seconds:g}"]
+        if self.timeout is not None:
+            words += ["--timeout", f"{self.timeout:g}"]
         return shlex.join(words)
 
 
@@ -151,6 +157,33 @@ class ShrinkBudgetSpent(KeyboardInterrupt):
     """
 
 
+class ExampleTimedOut(AssertionError):
+    """An example ran past its deadline (``--timeout``): the claim fails as timed out, naming the deadline."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None) -> Iterator[None]:
+    """Raise ExampleTimedOut in this thread once ``seconds`` have passed (SIGALRM: main thread, POSIX only).
+
+    A target that hangs must not hang the verdict. The alarm interrupts Python code and returns from blocking
+    system calls; a target stuck inside one long C call is interrupted when that call returns.
+    """
+    if seconds is None or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise ExampleTimedOut(f"timed out: the example ran longer than --timeout {seconds:g} s")
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
 class _Watch:
     """The clock and the record of one claim run: examples done, the last failing example's draws, the budget.
 
@@ -158,8 +191,10 @@ class _Watch:
     shrinks every failing example it runs is smaller than the ones before (it only tries simpler ones).
     """
 
-    def __init__(self, claim: str, budget: int, shrink_seconds: float | None, progress: OnProgress | None) -> None:
+    def __init__(self, claim: str, budget: int, shrink_seconds: float | None, progress: OnProgress | None,
+                 timeout: float | None = None) -> None:
         self.claim, self.budget, self.shrink_seconds, self.progress = claim, budget, shrink_seconds, progress
+        self.timeout = timeout
         self.started = time.perf_counter()
         self.examples = 0
         self.first_failure: float | None = None  # when the first example failed: the shrink clock starts there
@@ -255,7 +290,7 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
     # an expected deviation's failure is already explained: skip shrinking it (hundreds of extra examples)
     shrinks = deviation is None and how.shrink_seconds != 0
     phases = tuple(p for p in base.phases if shrinks or p != Phase.shrink)
-    watch = _Watch(claim.id, max(1, n_max), how.shrink_seconds if shrinks else None, progress)
+    watch = _Watch(claim.id, max(1, n_max), how.shrink_seconds if shrinks else None, progress, how.timeout)
 
     claim, count = _watched(claim, watch), [0]  # the same claim, timed and its draws recorded
 
@@ -393,7 +428,8 @@ def _watched(claim: Claim, watch: _Watch) -> Claim:
         watch.before_example()
         recorded = _RecordingData(data)
         try:
-            claim.check(target, cast(st.DataObject, recorded))
+            with _deadline(watch.timeout):
+                claim.check(target, cast(st.DataObject, recorded))
         except (NotExposed, UnsatisfiedAssumption):
             raise
         except Exception as exc:

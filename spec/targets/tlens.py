@@ -392,7 +392,8 @@ def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32) -> TLe
     from spec.targets.smollm2 import HFTokenizer, hf_tokenizer, locate_gguf
 
     path = locate_gguf()  # a model of its own: smollm2:hf's keeps its config untouched
-    hf_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    with smollm2.gguf_alone(path) as alone:  # the configuration from the GGUF, never from a file planted beside it
+        hf_model = AutoModelForCausalLM.from_pretrained(str(alone.parent), gguf_file=alone.name, dtype=dtype)
     if hasattr(hf_model.config, "quantization_config"):
         del hf_model.config.quantization_config
     folder = _local_config_dir(hf_model)

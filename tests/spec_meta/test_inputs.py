@@ -536,3 +536,29 @@ def test_end_to_end_one_line_and_exit_2() -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no_such_module_xyz" in proc.stderr, proc.stderr
 
+
+
+def test_an_example_past_its_deadline_fails_the_claim_as_timed_out() -> None:
+    """--timeout: a target that hangs gets a verdict: the claim fails as timed out, within a few deadlines."""
+    import time as _time
+
+    from spec.catalog import ordered
+    from spec.runner import FAILED, Invocation, run_claim
+    from spec.targets.reference_target import ReferenceTarget
+
+    class Hangs(ReferenceTarget):
+        def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+            _time.sleep(30)
+            return super().logits(ids, attention_mask)
+
+    ordered()
+    base = ReferenceTarget.from_preset("gpt2-tiny")
+    started = _time.perf_counter()
+    r = run_claim(CATALOG["GEN-4"], Hangs(base.model, name="hangs"), profile=settings(max_examples=3, database=None),
+                  invocation=Invocation(target_spec="hangs", timeout=0.5, shrink_seconds=0))
+    assert r.status == FAILED and r.detail.startswith("ExampleTimedOut: timed out"), r.detail
+    assert "--timeout 0.5" in r.reproduce
+    assert _time.perf_counter() - started < 25  # far below one 30 s hang: the deadline stopped it
+    ok = run_claim(CATALOG["GEN-4"], base, profile=settings(max_examples=3, database=None),
+                   invocation=Invocation(timeout=30))
+    assert ok.status != FAILED, ok.detail

@@ -63,6 +63,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,10 @@ class GGUFFile:
             raise FileNotFoundError(f"GGUF file {str(self.path)!r} does not exist")
         try:
             self.reader = _open_reader(str(self.path))
-        except ValueError as err:
-            raise ValueError(f"{str(self.path)!r} is not a readable GGUF file: {err}") from None
+        except (ValueError, IndexError, KeyError, OverflowError, EOFError, struct.error) as err:
+            # gguf's reader raises these on a truncated or malformed header (a count past the end of the file, an
+            # unknown value type): one clear error naming the file instead
+            raise ValueError(f"{str(self.path)!r} is not a readable GGUF file: {type(err).__name__}: {err}") from None
         self._tensors = {t.name: t for t in self.reader.tensors}
         self._values: dict[str, Any] = {}
 

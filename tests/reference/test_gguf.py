@@ -230,6 +230,23 @@ def test_not_a_gguf_file(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ locating the file
 
 
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(version=st.sampled_from([1, 2, 3, 3, 3, 7]), tensors=st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 3]),
+       fields=st.integers(0, 2**64 - 1) | st.sampled_from([0, 1, 2]), body=st.binary(max_size=200),
+       magic=st.sampled_from([b"GGUF", b"GGUF", b"GGML", b""]))
+def test_malformed_headers_are_one_clear_error_naming_the_file(tmp_path_factory: pytest.TempPathFactory,
+                                                               version: int, tensors: int, fields: int, body: bytes,
+                                                               magic: bytes) -> None:
+    """Random GGUF headers (counts past the end, unknown value types, truncation): a ValueError naming the file,
+    never gguf's raw IndexError / struct.error, never a hang."""
+    import struct
+
+    path = tmp_path_factory.mktemp("gguf") / "bad.gguf"
+    path.write_bytes(magic + struct.pack("<IQQ", version, tensors, fields) + body)
+    with pytest.raises(ValueError, match=r"bad\.gguf"):
+        G.read(path)
+
+
 def test_env_var_to_a_wrong_file_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wrong = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     wrong.write_bytes(b"GGUF" + bytes(1000))

@@ -10,6 +10,7 @@ Zero false alarms on correct targets is the built-in targets' own catalog run (p
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,17 @@ def test_catalog_kills_mutant(name: str) -> None:
     assert not run.crashes, f"{name}: the mutant itself crashed: {[(r.claim, r.detail) for r in run.crashes]}"
     assert run.kills, f"{name} survived the whole catalog: a claim is missing or too weak"
     now = zoo.row(name, run.kills)
-    assert _doc()[0].get(name) == now, f"{STALE}\n  doc: {_doc()[0].get(name)}\n  now: {now}"
+    doc = _doc()[0].get(name)
+    # The killing claims and the examples to each kill come from derandomized generation and must match exactly.
+    # The shrunk sizes are not compared: Hypothesis stops shrinking after its own wall-clock limit, so a slow
+    # shrink (DEC-4 draws 20,000 tokens per example) ends at another size on a loaded machine (measured:
+    # top-p-below-p's DEC-4 kill shrank to 20 scalars at load ~3 and to 24 on a quiet one).
+    assert doc is not None and _without_sizes(doc) == _without_sizes(now), f"{STALE}\n  doc: {doc}\n  now: {now}"
+
+
+def _without_sizes(row: str) -> str:
+    """A matrix row with every kill's shrunk size blanked: 'DEC-4 (2/20)' -> 'DEC-4 (2/_)'."""
+    return re.sub(r"\((\d+)/\d+\)", r"(\1/_)", row)
 
 
 def test_matrix_has_every_mutant_in_order_and_a_current_summary() -> None:

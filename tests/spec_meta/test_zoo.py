@@ -88,7 +88,9 @@ def test_reference_stages_compute_the_reference(preset: str) -> None:
         torch.testing.assert_close(a, b)
     assert torch.equal(got.generate(ids, 3, mask), want.generate(ids, 3, mask))
     z = torch.randn(3, 11, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(got.filtered_probabilities(z, 0.7, 5, 0.9), want.filtered_probabilities(z, 0.7, 5, 0.9))
+    # the reference subtracts the maximum before dividing by T (finite at any T > 0); the zoo's stages divide first:
+    # the same distribution up to float32 rounding
+    torch.testing.assert_close(got.filtered_probabilities(z, 0.7, 5, 0.9), want.filtered_probabilities(z, 0.7, 5, 0.9))
     draw = [t.sample(z, torch.Generator().manual_seed(2), 0.7, 5, 0.9) for t in (got, want)]
     assert torch.equal(draw[0], draw[1])
 

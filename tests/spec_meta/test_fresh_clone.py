@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # Runs pytest inside the copy with an audit hook that records every open/listdir/scandir of a path that lies
-# beside the copy (inside its parent folder, outside the copy itself), e.g. ../shared/claims.md.
+# beside the copy (inside its parent folder, outside the copy itself), such as a sibling folder of documents.
 AUDITED_PYTEST = r"""
 import os, sys
 repo = os.path.realpath(os.getcwd())

@@ -6,7 +6,7 @@ needs a capability the target lacks is reported as "not exposed", naming it —
 never as passed.
 
 Write an adapter for your own implementation by subclassing ``Target`` and
-overriding ``logits`` plus whatever else you have; see README "Checking your model".
+overriding ``logits`` plus whatever else you have; see docs/adapters.md.
 """
 
 from __future__ import annotations

@@ -65,6 +65,19 @@ def configs(draw: st.DrawFn, *, positions: tuple[str, ...] = POSITION_KINDS, max
     )
 
 
+def built_configs(target: Target, *, positions: tuple[str, ...] = POSITION_KINDS, max_layers: int = 2,
+                  tied: bool | None = None, unembed_bias: bool | None = None) -> st.SearchStrategy[ModelConfig]:
+    """:func:`configs` as ``target.build`` can honour them (Target.buildable); a draw whose buildable form breaks
+    one of the constraints asked for here stays as drawn, so build refuses it by name."""
+    def nearest(drawn: ModelConfig) -> ModelConfig:
+        near = target.buildable(drawn)
+        kept = (near.positions in positions and (tied is None or near.tied_embeddings == tied)
+                and (unembed_bias is None or near.unembed_bias == unembed_bias))
+        return near if kept else drawn
+
+    return configs(positions=positions, max_layers=max_layers, tied=tied, unembed_bias=unembed_bias).map(nearest)
+
+
 seeds = st.integers(0, 2**31 - 1)
 
 
@@ -82,9 +95,11 @@ def token_ids(vocab_size: int, *, min_len: int = 1, max_len: int = 12, batch: in
     return draw_ids()
 
 
-def target_ids(target: Target, *, min_len: int = 1, max_len: int = 12, batch: int = 1) -> st.SearchStrategy[Tensor]:
-    """Token IDs that fit the target's vocabulary and context, on its device (realistic ones while REALISTIC is set)."""
-    real = _realistic()
+def target_ids(target: Target, *, min_len: int = 1, max_len: int = 12, batch: int = 1,
+               realistic: bool = True) -> st.SearchStrategy[Tensor]:
+    """Token IDs that fit the target's vocabulary and context, on its device (realistic ones while REALISTIC is set,
+    unless ``realistic`` is False: a claim that needs hundreds of distinct rows, which six real prompts cannot give)."""
+    real = _realistic() if realistic else None
     if real is not None:
         return st.just(real.ids(target, min_len=min_len, max_len=max_len, batch=batch))
     return token_ids(target.vocab_size, min_len=min_len, max_len=max_len, batch=batch,
@@ -179,8 +194,13 @@ class Realistic:
     consulted: bool = False  # set when a strategy used this example's realistic values
 
     def _prompt(self, k: int, target: Target) -> list[int]:
+        """Prompt k in the target's vocabulary: IDs it lacks are dropped, or, for a model built with a vocabulary
+        too small for most of them (RES-1's built models), all IDs are taken modulo its size, so no row is empty."""
         row = self.prompts[(self.index + k) % len(self.prompts)]
-        return [t for t in row if t < target.vocab_size][:target.max_positions]
+        kept = [t for t in row if t < target.vocab_size]
+        if 2 * len(kept) < len(row):
+            kept = [t % target.vocab_size for t in row]
+        return kept[:target.max_positions]
 
     def ids(self, target: Target, *, min_len: int, max_len: int, batch: int) -> Tensor:
         """[batch, n] real prompts cut to one length n in [min_len, max_len]: as long as the shortest allows."""

@@ -181,6 +181,12 @@ class Target:
     def build(self, config: ModelConfig, seed: int = 0) -> Target:
         raise NotExposed("build")
 
+    def buildable(self, config: ModelConfig) -> ModelConfig:
+        """The config ``build`` honours for a drawn one: the drawn config itself for a target that builds any; a
+        family with a fixed architecture keeps the drawn sizes and returns its own layout. Claims draw through
+        this (spec.strategies.built_configs), so they check what can be built instead of rejecting the draw."""
+        return config
+
     def train_step(self, ids: Tensor, targets: Tensor, lr: float) -> None:
         """One SGD step on cross-entropy of predicting ``targets`` [B, T] from ``ids`` [B, T]."""
         raise NotExposed("train_step")

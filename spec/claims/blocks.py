@@ -23,7 +23,7 @@ from torch import Tensor
 
 from reference.block import Block
 from spec.catalog import claim
-from spec.strategies import configs, generator, scales, seeds, target_ids
+from spec.strategies import built_configs, generator, scales, seeds, target_ids
 from spec.target import NotExposed, Sublayers, Target
 from spec.tolerance import CLASSES, assert_close, assert_equal, check
 
@@ -70,7 +70,7 @@ def _subjects(target: Target, data: st.DataObject, *, max_layers: int = 1) -> li
     """The target itself, plus (with ``build``) a model of this implementation built from a drawn config."""
     out = [target]
     if "build" in target.capabilities:
-        cfg = data.draw(configs(max_layers=max_layers), label="built_config")
+        cfg = data.draw(built_configs(target, max_layers=max_layers), label="built_config")
         out.append(target.build(cfg, seed=data.draw(seeds, label="built_seed")))
     return out
 
@@ -228,7 +228,7 @@ def res_1(target: Target, data: st.DataObject) -> None:
                                               "block(x) vs x + attention part + MLP part")
     if "build" not in target.capabilities:
         return
-    cfg = data.draw(configs(max_layers=2), label="built_config")
+    cfg = data.draw(built_configs(target, max_layers=2), label="built_config")
     subject = target.build(cfg, seed=data.draw(seeds, label="built_seed"))
     if not {"reference_model", "sublayers"} <= subject.capabilities or not _zero_output_projections(subject):
         return

@@ -22,7 +22,7 @@ from torch import Tensor
 from reference.config import ModelConfig
 from reference.model import Transformer
 from spec.catalog import claim
-from spec.strategies import configs, generator, seeds, target_ids, token_ids
+from spec.strategies import built_configs, generator, seeds, target_ids, token_ids
 from spec.target import NotExposed, Target
 from spec.tolerance import CLASSES, assert_close, assert_equal, check
 
@@ -34,21 +34,30 @@ def live_model(sub: Target) -> Transformer:
 
     A claim that relabels or edits weights needs a handle on them; the protocol's handle
     is ``reference_model()``. Edits reach the target only when that is the model the
-    target runs (true of ReferenceTarget; a converter that copies weights is not). This
-    is checked, not assumed: E is shifted by seeded noise, the target's logits must move,
-    and E is restored bit for bit. Otherwise the claim reports "not exposed".
+    target runs (true of ReferenceTarget; a converter that copies weights is not, nor one that
+    derives a weight, e.g. Gemma's norm gain 1 + w). This is checked, not assumed: E is shifted
+    by seeded noise and the target's logits must move; then every weight is shifted in turn and
+    must read back shifted from a fresh ``reference_model()`` (a converter reads the target's live
+    weights again). Each weight is restored bit for bit. Otherwise the claim reports "not exposed",
+    naming the weight.
     """
     model = sub.reference_model()
     probe = torch.arange(min(3, model.cfg.vocab_size), device=sub.device)[None]
     before = sub.logits(probe)
-    saved = model.embed.E.detach().clone()
-    noise = torch.randn(saved.shape, generator=generator(12345), dtype=torch.float64)
-    model.embed.E.add_(noise.to(device=saved.device, dtype=saved.dtype))
-    moved = not torch.equal(sub.logits(probe), before)
-    model.embed.E.copy_(saved)
-    if not moved:
-        raise NotExposed("reference_model", "the built target's reference_model() is a copy: edits to its weights do "
-                                            "not reach the target (a live weight handle is needed)")
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            saved = weight.detach().clone()
+            noise = torch.randn(saved.shape, generator=generator(12345), dtype=torch.float64)
+            weight.add_(noise.to(device=saved.device, dtype=saved.dtype))
+            edited = weight.detach().clone()
+            moved = name != "embed.E" or not torch.equal(sub.logits(probe), before)
+            seen = dict(sub.reference_model().named_parameters()).get(name)
+            live = moved and seen is not None and torch.equal(seen.detach(), edited)  # before restoring: may alias
+            weight.copy_(saved)
+            if not live:
+                raise NotExposed("reference_model", f"the built target's reference_model() holds a copy of {name}: "
+                                                    "edits to it do not reach the target (a live weight handle is "
+                                                    "needed)")
     return model
 
 
@@ -156,7 +165,7 @@ def emb_3(target: Target, data: st.DataObject) -> None:
                "targets, every row of a token absent from ids is bit-identical and every present row has changed")
 def emb_4(target: Target, data: st.DataObject) -> None:
     """After one SGD step on an untied built model, E[t] is unchanged for every t not in ids, changed otherwise."""
-    cfg = data.draw(configs(tied=False), label="config")
+    cfg = data.draw(built_configs(target, tied=False), label="config")
     sub = target.build(cfg, seed=data.draw(seeds, label="seed"))
     ids = data.draw(token_ids(cfg.vocab_size, max_len=8, batch=data.draw(st.integers(1, 2), label="batch"),
                               max_positions=cfg.max_positions), label="ids").to(sub.device)
@@ -268,7 +277,7 @@ def emb_6(target: Target, data: st.DataObject) -> None:
                "step is small because large steps can overshoot (lr 0.1 reverses the sign on ~3% of configs)")
 def emb_7(target: Target, data: st.DataObject) -> None:
     """Setting E[b] = E[a] makes a and b interchangeable in the logits; one step toward x vs y separates them."""
-    cfg = data.draw(configs(max_layers=1), label="config")
+    cfg = data.draw(built_configs(target, max_layers=1), label="config")
     sub = target.build(cfg, seed=data.draw(seeds, label="seed"))
     a, b, x, y = data.draw(st.lists(st.integers(0, cfg.vocab_size - 1), min_size=4, max_size=4, unique=True),
                            label="a_b_x_y")

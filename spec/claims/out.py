@@ -21,7 +21,7 @@ from torch import Tensor
 
 from spec.catalog import claim
 from spec.claims.soft import exact_softmax, softmax_error_bound, unit_roundoff, within
-from spec.strategies import configs, permutations, seeds, target_ids
+from spec.strategies import built_configs, permutations, seeds, target_ids
 from spec.target import Target, note
 from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, assert_logits_close, check
 
@@ -212,7 +212,7 @@ def out_3(target: Target, data: st.DataObject) -> None:
     subjects = [target]
     if "build" in target.capabilities:
         tied = data.draw(st.booleans(), label="built_tied")
-        cfg = data.draw(configs(max_layers=1, tied=tied), label="built_config")
+        cfg = data.draw(built_configs(target, max_layers=1, tied=tied), label="built_config")
         subjects.append(target.build(cfg, seed=data.draw(seeds, label="seed")))
     for subject in subjects:
         cfg = subject.config()

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from reference.config import ModelConfig
 from spec.catalog import claim
-from spec.strategies import configs, generator, permutations, seeds, target_ids, token_ids
+from spec.strategies import built_configs, generator, permutations, seeds, target_ids, token_ids
 from spec.target import Target
 from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, check
 
@@ -92,7 +92,7 @@ def _order_is_seen(subject: Target, seed: int, what: str) -> None:
                "checked itself, in whichever direction applies")
 def pos_1(target: Target, data: st.DataObject) -> None:
     """positions='none': last logits invariant to permuting earlier tokens; with positions: some swap changes them."""
-    cfg = data.draw(configs(positions=("none",), max_layers=1), label="config")
+    cfg = data.draw(built_configs(target, positions=("none",), max_layers=1), label="config")
     seed = data.draw(seeds, label="seed")
     sub = target.build(cfg, seed=seed)
     ids = data.draw(token_ids(cfg.vocab_size, min_len=2, max_len=10, batch=data.draw(st.integers(1, 2), label="b"),

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from spec.catalog import claim
 from spec.claims.emb import live_model
-from spec.strategies import configs, permutations, seeds, token_ids
+from spec.strategies import built_configs, permutations, seeds, token_ids
 from spec.target import Target, Tokenizer
 from spec.tolerance import CLASSES, assert_close, assert_equal, check
 
@@ -174,7 +174,7 @@ def tok_4(target: Target, data: st.DataObject) -> None:
                "are edited through the built target's reference_model(), which must be its live model")
 def tok_5(target: Target, data: st.DataObject) -> None:
     """logits'(pi[ids])[..., pi[t]] == logits(ids)[..., t] and residual states are unchanged after relabelling."""
-    cfg = data.draw(configs(max_layers=1), label="config")
+    cfg = data.draw(built_configs(target, max_layers=1), label="config")
     sub = target.build(cfg, seed=data.draw(seeds, label="seed"))
     perm = data.draw(permutations(cfg.vocab_size), label="pi").to(sub.device)
     ids = data.draw(token_ids(cfg.vocab_size, max_len=8, batch=2, max_positions=cfg.max_positions),

@@ -25,10 +25,10 @@ CONFIG_CLASSES: dict[str, str] = {
     "phi3": "Phi3Config", "phi": "PhiConfig", "falcon": "FalconConfig", "bloom": "BloomConfig",
 }
 # the family's name for the MLP's hidden width (BLOOM has none: always 4 x width)
-_FFN_FIELD: dict[str, str | None] = {"gpt2": "n_inner", "gptj": "n_inner", "opt": "ffn_dim",
+FFN_FIELD: dict[str, str | None] = {"gpt2": "n_inner", "gptj": "n_inner", "opt": "ffn_dim",
                                      "falcon": "ffn_hidden_size", "bloom": None}
 # the family's name for the number of key-value heads (families without one are multi-head only)
-_KV_FIELD: dict[str, str] = {"llama": "num_key_value_heads", "mistral": "num_key_value_heads",
+KV_FIELD: dict[str, str] = {"llama": "num_key_value_heads", "mistral": "num_key_value_heads",
                              "qwen2": "num_key_value_heads", "gemma": "num_key_value_heads",
                              "phi3": "num_key_value_heads", "phi": "num_key_value_heads", "falcon": "num_kv_heads"}
 # BLOOM (ALiBi) has no context length field
@@ -51,11 +51,11 @@ def family_config(family: str, *, vocab_size: int, hidden_size: int, num_hidden_
     kwargs: dict[str, Any] = {"vocab_size": vocab_size, "hidden_size": hidden_size,
                               "num_hidden_layers": num_hidden_layers, "num_attention_heads": num_attention_heads}
     if num_key_value_heads is not None:
-        if family not in _KV_FIELD:
+        if family not in KV_FIELD:
             raise ValueError(f"num_key_value_heads: {family} has no grouped-query attention; leave it None")
-        kwargs[_KV_FIELD[family]] = num_key_value_heads
+        kwargs[KV_FIELD[family]] = num_key_value_heads
     if ffn_size is not None:
-        field = _FFN_FIELD.get(family, "intermediate_size")
+        field = FFN_FIELD.get(family, "intermediate_size")
         if field is None:
             raise ValueError(f"ffn_size: {family}'s MLP width is fixed at 4 x hidden_size; leave it None")
         kwargs[field] = ffn_size

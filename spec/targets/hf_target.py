@@ -8,6 +8,9 @@ itself: it is checked, not only used as an oracle.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +20,17 @@ from torch import Tensor, nn
 
 from reference.config import ModelConfig
 from reference.model import Transformer
-from spec.target import NotExposed, Target
+from spec.target import NotExposed, Sublayers, Target, sgd_step
+from spec.targets.hf_glass import (
+    AttentionCall,
+    HookedSublayers,
+    Layout,
+    attention_calls,
+    attribute_path,
+    decoder_layers,
+    interface_ok,
+    layout,
+)
 from spec.tolerance import for_dtype
 
 # Where HF families keep their final norm (its input is the last residual state).
@@ -38,14 +51,6 @@ def _warp(logits: Tensor, temperature: float, top_k: int | None, top_p: float | 
         warpers.append(TopPLogitsWarper(top_p=top_p))
     ids: Any = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=logits.device)  # the warpers ignore it
     return warpers(ids, logits.clone())
-
-
-def _get(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
 
 
 def cache_keyword(forward_params: Mapping[str, inspect.Parameter]) -> str:
@@ -84,7 +89,8 @@ class HFTarget(Target):
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
         self._cache_arg = cache_keyword(params)
-        self._final_norm = next((m for m in (_get(model, p) for p in _FINAL_NORM_PATHS) if m is not None), None)
+        found = (attribute_path(model, p) for p in _FINAL_NORM_PATHS)
+        self._final_norm = next((m for m in found if m is not None), None)
 
     def _output_width(self) -> int:
         out = self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=next(self.model.parameters()).device))
@@ -140,12 +146,37 @@ class HFTarget(Target):
         return (*out.hidden_states[:-1], captured[-1])
 
     @torch.no_grad()
+    def _attention_calls(self, ids: Tensor, attention_mask: Tensor | None = None) -> list[AttentionCall]:
+        """One forward pass with every layer's attention call recorded (spec.targets.hf_glass), one per layer."""
+        with attention_calls(self.model) as calls:
+            self.model(**self._kwargs(ids, attention_mask), use_cache=False)
+        layers = decoder_layers(self.model)
+        if layers is not None and len(calls) != len(layers):
+            raise NotExposed("queries_keys", f"{len(calls)} attention calls for {len(layers)} decoder layers")
+        return calls
+
+    def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The queries and keys the layer handed its attention function (after positions), via AttentionInterface."""
+        call = self._attention_calls(ids)[layer]
+        return call.queries(), call.key
+
+    @torch.no_grad()
     def attention_weights(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
-        impl = getattr(getattr(self.model, "config", None), "_attn_implementation", "eager")
-        if impl != "eager":
-            raise NotExposed("attention_weights", f"attention implementation {impl!r} returns no weights")
+        """Each layer's weights: as its attention function returned them, or computed from the query, key, scaling
+        and mask it was handed (sdpa and flash return none); eager models outside AttentionInterface: HF's
+        output_attentions."""
+        if interface_ok(self.model) is None:
+            return tuple(call.probabilities() for call in self._attention_calls(ids, attention_mask))
         out = self.model(**self._kwargs(ids, attention_mask), output_attentions=True)
         return tuple(out.attentions)
+
+    def sublayers(self, layer: int) -> Sublayers:
+        """The decoder layer's norms, attention, MLP and whole block, through module hooks (hf_glass.layout)."""
+        where = layout(self.model)
+        layers = decoder_layers(self.model)
+        if isinstance(where, str) or layers is None:
+            raise NotExposed("sublayers", str(where))
+        return HookedSublayers(self.model, layers[layer], where)
 
     @torch.no_grad()
     def decode(self, ids: Tensor, prefill: int, attention_mask: Tensor | None = None) -> Tensor:
@@ -205,6 +236,74 @@ class HFTarget(Target):
     def config(self) -> ModelConfig:
         return self._converter().config(self.model.config)
 
+    # -- fresh models of this family: the model's own config class with drawn sizes (issue #12)
+    def _hf_config_for(self, config: ModelConfig) -> Any:
+        """A copy of this model's HF config with the drawn sizes, tying and context, no dropout and no padding row.
+
+        Everything else (activation, norms, positions, biases) stays the family's: ``buildable`` reports the
+        result through the converter, so a claim sees exactly what was built.
+        """
+        from spec.targets.hf_presets import FFN_FIELD, KV_FIELD
+
+        hf = copy.deepcopy(self.model.config)
+        kind = str(getattr(hf, "model_type", ""))
+        sizes: dict[str, Any] = {"vocab_size": config.vocab_size, "hidden_size": config.d_model,
+                                 "num_hidden_layers": config.n_layers, "num_attention_heads": config.n_heads,
+                                 "max_position_embeddings": config.max_positions,
+                                 "tie_word_embeddings": config.tied_embeddings}
+        if kind in KV_FIELD:
+            sizes[KV_FIELD[kind]] = config.kv_heads
+        ffn = FFN_FIELD.get(kind, "intermediate_size")
+        if ffn is not None and hasattr(hf, ffn):
+            sizes[ffn] = config.d_mlp
+        if getattr(hf, "head_dim", None) is not None:
+            sizes["head_dim"] = config.head_dim
+        for name, value in sizes.items():
+            if hasattr(hf, name):
+                with contextlib.suppress(AttributeError):  # derived by the family (Falcon: hidden_size / heads)
+                    setattr(hf, name, value)
+        for name in list(vars(hf)):
+            if ("dropout" in name or "pdrop" in name) and isinstance(getattr(hf, name), float):
+                setattr(hf, name, 0.0)  # train_step must be deterministic (EMB-6's fixed SGD run)
+        for name in ("bos_token_id", "eos_token_id"):
+            if isinstance(getattr(hf, name, None), int) and getattr(hf, name) >= config.vocab_size:
+                setattr(hf, name, None)
+        if hasattr(hf, "pad_token_id"):  # nn.Embedding(padding_idx) freezes that row: a fresh model trains every row
+            hf.pad_token_id = None
+        return hf
+
+    def buildable(self, config: ModelConfig) -> ModelConfig:
+        """The config ``build`` gives for a drawn one: the drawn sizes in this family's architecture (the drawn
+        config itself when the family cannot take those sizes, so that build says why)."""
+        try:
+            return self._converter().config(self._hf_config_for(config))  # type: ignore[no-any-return]
+        except (NotExposed, ValueError):
+            return config
+
+    def build(self, config: ModelConfig, seed: int = 0) -> Target:
+        """A fresh model of this class from ``_hf_config_for(config)``, weights N(0, 0.2^2) from ``seed``; NotExposed
+        unless it is exactly ``config`` (read back through the converter)."""
+        from spec.targets.hf_presets import randomize_
+
+        hf = self._hf_config_for(config)
+        try:
+            got = self._converter().config(hf)
+        except ValueError as exc:
+            raise NotExposed("build", f"{hf.model_type} cannot take these sizes: {exc}") from exc
+        if got != config:
+            differ = [f.name for f in dataclasses.fields(config) if getattr(got, f.name) != getattr(config, f.name)]
+            raise NotExposed("build", f"{hf.model_type} cannot express {', '.join(differ)} as drawn")
+        with torch.random.fork_rng(devices=[]):  # HF's own init draws from the global RNG: leave it untouched
+            torch.manual_seed(seed)
+            model: Any = type(self.model)(hf)
+        randomize_(model, seed)
+        model = model.to(device=self.device, dtype=self.dtype).eval()
+        model.set_attn_implementation(getattr(self.model.config, "_attn_implementation", "eager"))
+        return HFTarget(model, name=f"{self.name} built", version=self.version, tolerance=self.tolerance)
+
+    def train_step(self, ids: Tensor, targets: Tensor, lr: float) -> None:
+        sgd_step(self.model, lambda: self.model(input_ids=ids, use_cache=False).logits, targets, lr)
+
     def reference_model(self) -> Transformer:
         try:
             from reference.convert import from_hf
@@ -225,16 +324,21 @@ class HFTarget(Target):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """What this particular model offers: some HF models lack a converter, a final norm or eager weights."""
+        """What this particular model offers: some HF models lack a converter, a final norm, a known layer layout, or
+        attention through AttentionInterface (then weights only where eager)."""
         have = set(super().capabilities)
         try:
             self._converter()
         except NotExposed:
-            have -= {"config", "reference_model"}
+            have -= {"config", "reference_model", "build", "train_step"}
         if self._final_norm is None:
             have -= {"final_norm", "residual_states"}
-        if getattr(getattr(self.model, "config", None), "_attn_implementation", "eager") != "eager":
-            have.discard("attention_weights")
+        if interface_ok(self.model) is not None:
+            have.discard("queries_keys")
+            if getattr(getattr(self.model, "config", None), "_attn_implementation", "eager") != "eager":
+                have.discard("attention_weights")
+        if not isinstance(layout(self.model), Layout):
+            have.discard("sublayers")
         if not hasattr(self.model, "generate"):
             have.discard("generate")
         return frozenset(have)

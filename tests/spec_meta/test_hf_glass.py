@@ -1,0 +1,112 @@
+"""Glass-box HF (issue #12): attention internals through AttentionInterface, sublayers through module hooks.
+
+Each capability is checked against an oracle that is not the code under test: the reference model converted
+from the same weights (reference/convert/, itself tested against HF logits), and HF's own eager weights.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reference.convert import from_hf
+from spec.target import NotExposed
+from spec.targets.hf_glass import attention_calls, layout
+from spec.targets.hf_presets import build_hf
+from spec.targets.hf_target import HFTarget
+from spec.targets.reference_target import ReferenceTarget
+from spec.tolerance import CLASSES, assert_close
+
+GLASS = ["llama", "gpt2", "gpt_neox", "phi", "qwen2", "gptj", "gemma", "phi3", "mistral"]
+IMPLEMENTATIONS = ["eager", "sdpa"]
+TOL = CLASSES["float32"]
+
+
+def _pair(family: str, implementation: str) -> tuple[HFTarget, ReferenceTarget]:
+    model = build_hf(family)
+    model.set_attn_implementation(implementation)
+    return HFTarget(model, name=f"hf:{family}"), ReferenceTarget(from_hf(model), name=f"reference of {family}")
+
+
+def _ids(seed: int = 0, shape: tuple[int, int] = (2, 6)) -> torch.Tensor:
+    return torch.randint(0, 90, shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("family", GLASS)
+def test_queries_and_keys_are_the_references(family: str, implementation: str) -> None:
+    hf, ref = _pair(family, implementation)
+    assert {"queries_keys", "attention_weights", "sublayers"} <= hf.capabilities
+    ids = _ids()
+    for layer in range(2):
+        (q, k), (rq, rk) = hf.queries_keys(layer, ids), ref.queries_keys(layer, ids)
+        assert_close(q, rq, TOL, f"{family} layer {layer}: queries")
+        assert_close(k, rk, TOL, f"{family} layer {layer}: keys")
+
+
+@pytest.mark.parametrize("family", GLASS)
+def test_computed_weights_equal_eager_weights(family: str) -> None:
+    """sdpa returns no weights: the ones computed from its recorded call equal what eager returns, padded or not."""
+    eager, _ = _pair(family, "eager")
+    sdpa, _ = _pair(family, "sdpa")
+    ids = _ids(1, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    for m in (None, mask):
+        for layer, (we, ws) in enumerate(zip(eager.attention_weights(ids, m), sdpa.attention_weights(ids, m),
+                                             strict=True)):
+            real = (torch.ones_like(ids) if m is None else m).bool()[:, None, :, None].expand_as(we)
+            assert_close(ws[real], we[real], TOL, f"{family} layer {layer} (mask {m is not None}): weights")
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("family", GLASS)
+def test_sublayers_are_the_references(family: str, implementation: str) -> None:
+    hf, ref = _pair(family, implementation)
+    x = torch.randn(2, 5, hf.model.config.hidden_size, generator=torch.Generator().manual_seed(2))
+    for layer in range(2):
+        s, r = hf.sublayers(layer), ref.sublayers(layer)
+        assert s.parallel == r.parallel, family
+        for part in ("norm1", "norm2", "attention", "mlp", "block"):
+            assert_close(getattr(s, part)(x), getattr(r, part)(x), TOL, f"{family} layer {layer}: {part}")
+
+
+def test_capture_leaves_the_model_as_it_was() -> None:
+    """The implementation is switched back, the logits are the same, and so after a forward that raised."""
+    hf, _ = _pair("llama", "sdpa")
+    ids = _ids()
+    before = hf.logits(ids)
+    hf.queries_keys(0, ids)
+    with pytest.raises(RuntimeError), attention_calls(hf.model):
+        raise RuntimeError("a forward pass that failed")
+    assert hf.model.config._attn_implementation == "sdpa"
+    assert torch.equal(hf.logits(ids), before)
+
+
+@pytest.mark.parametrize("family", ["falcon", "bloom"])
+def test_models_outside_the_interface_say_why(family: str) -> None:
+    hf, _ = _pair(family, "eager")
+    assert "queries_keys" not in hf.capabilities and "sublayers" not in hf.capabilities
+    assert "attention_weights" in hf.capabilities  # eager: HF's output_attentions
+    with pytest.raises(NotExposed, match="AttentionInterface"):
+        hf.queries_keys(0, _ids())
+    with pytest.raises(NotExposed, match="self_attn"):
+        hf.sublayers(0)
+
+
+def test_a_layer_with_unplaced_norms_is_not_guessed() -> None:
+    """Gemma 2's layers add pre/post feed-forward norms to the Llama names: not exposed, naming them."""
+    import transformers
+
+    cfg = transformers.Gemma2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, head_dim=8)
+    why = layout(transformers.Gemma2ForCausalLM(cfg))
+    assert isinstance(why, str) and "pre_feedforward_layernorm" in why
+
+
+def test_a_scale_folded_into_the_queries_is_divided_out() -> None:
+    """OPT computes q_proj(x) * scaling and passes scaling=1.0: the queries reported are q_proj(x), the reference's."""
+    hf, ref = _pair("opt", "sdpa")
+    ids = _ids()
+    (q, _), (rq, _) = hf.queries_keys(0, ids), ref.queries_keys(0, ids)
+    assert_close(q, rq, TOL, "opt: queries with the folded scale divided out")

@@ -195,11 +195,9 @@ class Realistic:
 
     def _prompt(self, k: int, target: Target) -> list[int]:
         """Prompt k in the target's vocabulary: IDs it lacks are dropped, or, for a model built with a vocabulary
-        too small for most of them (RES-1's built models), all IDs are taken modulo its size, so no row is empty."""
+        too small for any of them (RES-1's built models), all IDs are taken modulo its size, so no row is empty."""
         row = self.prompts[(self.index + k) % len(self.prompts)]
-        kept = [t for t in row if t < target.vocab_size]
-        if 2 * len(kept) < len(row):
-            kept = [t % target.vocab_size for t in row]
+        kept = [t for t in row if t < target.vocab_size] or [t % target.vocab_size for t in row]
         return kept[:target.max_positions]
 
     def ids(self, target: Target, *, min_len: int, max_len: int, batch: int) -> Tensor:

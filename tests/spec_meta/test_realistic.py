@@ -69,3 +69,16 @@ def test_claims_that_draw_no_model_input_and_trained_claims_get_no_realistic_exa
     target = _recording(2)
     assert run_claim(CATALOG["DEC-5"], target, profile=FAST).realistic == 0  # sampler only: model-free
     assert run_claim(CATALOG["POS-1"], target, profile=FAST).realistic == 0  # built configs: nothing to make real
+
+
+def test_a_built_model_too_small_for_any_real_id_still_gets_whole_rows() -> None:
+    """RES-1 draws realistic ids for a model it built with a vocabulary of 8: no real prompt ID fits, so the IDs are
+    taken modulo 8 instead of leaving an empty row (CI once failed SmolLM2's RES-1 on ids of shape [1, 0])."""
+    from spec.strategies import Realistic
+
+    small = ReferenceTarget.from_preset("llama-tiny")
+    small.vocab_size = 8
+    real = Realistic(0, [[1000 + i for i in range(12)], [2000 + i for i in range(9)]])
+    ids = real.ids(small, min_len=1, max_len=8, batch=2)
+    assert ids.shape == (2, 8) and int(ids.max()) < 8
+    assert ids[0].tolist() == [(1000 + i) % 8 for i in range(8)]

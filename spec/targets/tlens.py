@@ -386,7 +386,7 @@ def _local_config_dir(hf_model: Any) -> Path:
 def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32) -> TLensTarget:
     """``tlens:smollm2``: HookedTransformer from transformers' dequantized GGUF model, weights unprocessed."""
     from transformer_lens import HookedTransformer, loading_from_pretrained
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from spec.targets import smollm2
     from spec.targets.smollm2 import HFTokenizer, hf_tokenizer, locate_gguf
@@ -399,7 +399,11 @@ def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32) -> TLe
     folder = _local_config_dir(hf_model)
     if str(folder) not in loading_from_pretrained.OFFICIAL_MODEL_NAMES:
         loading_from_pretrained.OFFICIAL_MODEL_NAMES.append(str(folder))
-    tok = hf_tokenizer(path)
+    # TransformerLens reloads the tokenizer by its name_or_path (AutoTokenizer.from_pretrained(..., add_bos_token=
+    # True)); the GGUF's own folder is gone by then and holds no tokenizer files. So the GGUF's tokenizer is saved
+    # into this private folder and loaded from there: the same tokenizer, under a path that can be reloaded.
+    hf_tokenizer(path).save_pretrained(str(folder))
+    tok = AutoTokenizer.from_pretrained(str(folder))
     tl = HookedTransformer.from_pretrained_no_processing(str(folder), hf_model=hf_model, tokenizer=tok,
                                                          device=device, dtype=dtype, default_prepend_bos=False)
     target = TLensTarget(tl, name="tlens:smollm2", tokenizer=HFTokenizer(tok), trained=True)

@@ -18,6 +18,7 @@ from torch import nn
 
 from spec.target import Tokenizer
 from spec.targets.hf_target import HFTarget
+from spec.targets.tokenizers import HFTokenizer
 
 VOCAB = 320  # 256 byte tokens and 64 merges learned from CORPUS
 CORPUS = ("The cat sat on the mat. The storm is coming, and the next storm is worse. The sun rises; the moon sets. "
@@ -50,29 +51,14 @@ class LlamaTarget(HFTarget):
     """HFTarget plus the tokenizer that goes with the model (HFTarget sees only the nn.Module)."""
 
     def tokenizer(self) -> Tokenizer:
-        return HFTokenizer(bpe_tokenizer())
+        return BPETokenizer(bpe_tokenizer())
 
 
-class HFTokenizer:
-    """A transformers tokenizer seen through spec.target.Tokenizer: plain text in and out, no special tokens."""
+class BPETokenizer(HFTokenizer):
+    """The project's HFTokenizer view of a transformers tokenizer, plus token_to_id (TOK-2 checks it inverts
+    id_to_token where it exists)."""
 
-    def __init__(self, tok: Any) -> None:
-        self.tok = tok
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tok)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text, add_special_tokens=False))
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self.tok.decode(list(ids), clean_up_tokenization_spaces=False))
-
-    def id_to_token(self, i: int) -> str:
-        return str(self.tok.convert_ids_to_tokens(int(i)))
-
-    def token_to_id(self, token: str) -> int:  # optional: TOK-2 checks it inverts id_to_token where it exists
+    def token_to_id(self, token: str) -> int:
         return int(self.tok.convert_tokens_to_ids(token))
 
 

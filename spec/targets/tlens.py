@@ -389,7 +389,8 @@ def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32) -> TLe
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from spec.targets import smollm2
-    from spec.targets.smollm2 import HFTokenizer, hf_tokenizer, locate_gguf
+    from spec.targets.smollm2 import hf_tokenizer, locate_gguf
+    from spec.targets.tokenizers import HFTokenizer
 
     path = locate_gguf()  # a model of its own: smollm2:hf's keeps its config untouched
     with smollm2.gguf_alone(path) as alone:  # the configuration from the GGUF, never from a file planted beside it

@@ -14,6 +14,7 @@ corpus has no pair left that occurs twice.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from reference.tokenizer import ByteBPETokenizer
 
@@ -89,3 +90,23 @@ def builtin_tokenizer(vocab_size: int | None = None) -> ByteBPETokenizer:
 @functools.lru_cache(maxsize=8)
 def _trained(size: int) -> ByteBPETokenizer:
     return ByteBPETokenizer.train([CORPUS], size, special_tokens=SPECIAL_TOKENS)
+
+
+class HFTokenizer:
+    """A transformers tokenizer seen through spec.target.Tokenizer (plain text, no BOS/EOS added)."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tok.decode(list(ids), clean_up_tokenization_spaces=False))
+
+    def id_to_token(self, i: int) -> str:
+        return str(self.tok.convert_ids_to_tokens(int(i)))

@@ -1,5 +1,6 @@
-"""Naming targets: ``reference[:preset]``, ``hf:<preset>``, ``smollm2``, ``mutant:<name>`` (the zoo), or
-``module.path:factory``.
+"""Naming targets: ``reference[:preset]``, ``hf:<preset>``, ``smollm2``, ``mutant:<name>`` (the zoo), the peers
+``tlens:<preset>``, ``llamacpp:smollm2`` and ``onnx:<preset>``, ``compiled:<target>`` (any target's model under
+torch.compile), or ``module.path:factory``.
 
 A factory target is anyone's implementation: the factory returns either a ``spec.target.Target`` or any
 HuggingFace-style causal LM. It is called with the keyword arguments ``device`` (a string such as "cuda") and
@@ -61,7 +62,8 @@ def resolve(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Target
         target = _from_factory(kind, rest, device, dt)
     else:
         raise InputError(f"unknown target {spec!r}: use reference[:preset], hf:<preset>, smollm2, mutant:<name>, "
-                         "tlens:<preset>, llamacpp:smollm2 or module.path:factory")
+                         "tlens:<preset>, llamacpp:smollm2, compiled:<target>, onnx:<preset> or "
+                         "module.path:factory")
     check_placement(spec, target, device, dt)
     return target
 
@@ -140,9 +142,22 @@ def _llamacpp(rest: str, device: str, dtype: torch.dtype) -> Target:
     return llamacpp._handler(rest, device, dtype)
 
 
+def _compiled(rest: str, device: str, dtype: torch.dtype) -> Target:
+    from spec.targets import compiled  # torch.compile (Inductor) around any other target's model
+
+    return compiled._handler(rest, device, dtype)
+
+
+def _onnx(rest: str, device: str, dtype: torch.dtype) -> Target:
+    from spec.targets import onnx_runtime  # needs the `peers` extra (onnx, onnxscript, onnxruntime)
+
+    return onnx_runtime._handler(rest, device, dtype)
+
+
 _HANDLERS: dict[str, Callable[[str, str, torch.dtype], Target]] = {"reference": _reference, "hf": _hf,
                                                                     "smollm2": _smollm2, "mutant": _mutant,
-                                                                    "tlens": _tlens, "llamacpp": _llamacpp}
+                                                                    "tlens": _tlens, "llamacpp": _llamacpp,
+                                                                    "compiled": _compiled, "onnx": _onnx}
 
 
 def register(kind: str, handler: Callable[[str, str, torch.dtype], Target]) -> None:

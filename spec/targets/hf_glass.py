@@ -173,7 +173,7 @@ class Layout:
     attention: str
     norm2: str | None  # None: the MLP reads norm1's output too (a shared norm)
     mlp: str
-    parallel: bool
+    parallel: bool = False  # True: x + attention(norm1 x) + mlp(norm2 x), GPT-J's and GPT-NeoX's wiring
 
 
 _LLAMA = Layout("input_layernorm", "self_attn", "post_attention_layernorm", "mlp", parallel=False)
@@ -231,10 +231,19 @@ def _first(out: Any) -> Tensor:
     return out[0] if isinstance(out, tuple) else out  # type: ignore[no-any-return]
 
 
+def hf_forward(model: nn.Module) -> Callable[[Tensor], object]:
+    """A HuggingFace model's forward pass for hidden states shaped like x [B, T, d]: ``inputs_embeds`` of zeros."""
+    return lambda x: model(inputs_embeds=torch.zeros_like(x), use_cache=False)
+
+
 @torch.no_grad()
-def run_module_on(model: nn.Module, module: nn.Module, x: Tensor) -> Tensor:
+def run_module_on(model: nn.Module | Callable[[Tensor], object], module: nn.Module, x: Tensor) -> Tensor:
     """``module``'s output when its input hidden states are x [B, T, d], inside a forward pass of the model on a
-    dummy input of the same shape: the model supplies the positions (0..T-1) and the causal mask."""
+    dummy input of the same shape: the model supplies the positions (0..T-1) and the causal mask.
+
+    ``model`` is a HuggingFace model (run on ``inputs_embeds``), or any function running the whole model once on
+    an input of x's batch and length (spec.kit runs its target's logits on token 0 everywhere)."""
+    forward = hf_forward(model) if isinstance(model, nn.Module) else model
     seen: list[Tensor] = []
 
     def replace(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -248,25 +257,29 @@ def run_module_on(model: nn.Module, module: nn.Module, x: Tensor) -> Tensor:
 
     hooks = [module.register_forward_pre_hook(replace, with_kwargs=True), module.register_forward_hook(stop)]
     try:
-        model(inputs_embeds=torch.zeros_like(x), use_cache=False)
+        forward(x)
     except _Stop:
         pass
     finally:
         for h in hooks:
             h.remove()
     if not seen:
-        raise NotExposed("sublayers", f"{type(module).__name__} did not run in a forward pass on inputs_embeds")
+        raise NotExposed("sublayers", f"{type(module).__name__} did not run in a forward pass of the model")
     return seen[0]
 
 
 class HookedSublayers:
-    """One decoder layer's parts as functions of x [B, T, d] (spec.target.Sublayers), through hooks."""
+    """One decoder layer's parts as functions of x [B, T, d] (spec.target.Sublayers), through hooks.
 
-    def __init__(self, model: nn.Module, layer: nn.Module, where: Layout) -> None:
+    ``model`` runs attention and the whole block in a forward pass (``run_module_on``): a HuggingFace model, or a
+    function running the model once for an x of a given shape. ``where`` names the parts, as attribute paths inside
+    ``layer`` (dotted for nested modules)."""
+
+    def __init__(self, model: nn.Module | Callable[[Tensor], object], layer: nn.Module, where: Layout) -> None:
         self._model, self._layer, self._where = model, layer, where
 
     def _part(self, name: str) -> nn.Module:
-        return getattr(self._layer, name)  # type: ignore[no-any-return]
+        return attribute_path(self._layer, name)  # type: ignore[no-any-return]
 
     @torch.no_grad()
     def norm1(self, x: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from hypothesis import settings
 from spec import profiles  # noqa: F401  (registers the "ci" profile)
 from spec.catalog import CATALOG, ordered
 from spec.expectations import for_target
-from spec.runner import DEVIATION, FAILED, NEEDS_TRAINED, NOT_EXPOSED, PASSED, Result, run_claim
+from spec.runner import DEVIATION, FAILED, NEEDS_TRAINED, NO_CONVERTER, NOT_EXPOSED, PASSED, Result, run_claim
 from spec.target import Target
 from spec.targets.hf_target import HFTarget
 from spec.targets.registry import resolve
@@ -27,12 +27,17 @@ DOC = ROOT / "docs" / "adapters.md"
 CI = settings.get_profile("ci")
 
 TINY_GPT = "examples.tiny_gpt_adapter:tiny_gpt"
+TINY_GPT_KIT, KIT_LINES = "examples.tiny_gpt_kit_adapter:tiny_gpt", 60  # the same model through spec.kit
 LLAMA, LLAMA_MODULE = "examples.hf_llama_adapter:llama_target", "examples.hf_llama_adapter:llama"
 TRAINED = {f"TR-{i}" for i in range(1, 8)}
 
 # The tiny GPT's verdict, claim by claim: every claim passes but these. POS-3 builds a rotary model (the tiny GPT has
 # learned positions or none), TOK-4 is its byte tokenizer's listed deviation, and the TR claims need trained weights.
 TINY_GPT_NOT_PASSED = {"POS-3": NOT_EXPOSED, "TOK-4": DEVIATION} | dict.fromkeys(TRAINED, NEEDS_TRAINED)
+
+# The same model through the adapter kit: what the kit example does not give (build, a converter) is missing, named.
+BUILT = ("TOK-5", "EMB-4", "EMB-6", "EMB-7", "POS-1", "ATT-5", "ATT-6")
+KIT_NOT_PASSED = TINY_GPT_NOT_PASSED | dict.fromkeys(BUILT, NOT_EXPOSED) | {"REF-1": NO_CONVERTER}
 
 # What LlamaTarget exposes at least: HFTarget's capabilities on an eager Llama, plus the subclass's tokenizer (HFTarget
 # reads more from some models, issue #12: the claims those allow must pass too, which the test checks generically).
@@ -77,6 +82,19 @@ def test_the_tiny_gpt_passes_every_claim_it_can_run() -> None:
         assert results[cid].examples > 0 and "the tiny GPT cannot express" in results[cid].detail, cid
 
 
+def test_the_tiny_gpt_through_the_adapter_kit_passes_every_claim_it_can_run() -> None:
+    """examples/tiny_gpt_kit_adapter.py: the catalog through spec.kit's derived capabilities, pinned claim by claim;
+    it differs from the hand-written adapter only where the kit example gives no build and no converter."""
+    target, results = _catalog(TINY_GPT_KIT)
+    assert not _failures(results), _failures(results)
+    got = {cid: r.status for cid, r in results.items()}
+    want = {cid: KIT_NOT_PASSED.get(cid, PASSED) for cid in got}
+    assert got == want, {cid: (got[cid], want[cid], results[cid].detail) for cid in got if got[cid] != want[cid]}
+    hand = resolve(TINY_GPT)
+    assert hand.capabilities - target.capabilities == {"build", "reference_model"}
+    assert target.capabilities <= hand.capabilities
+
+
 def test_the_llama_subclass_passes_every_claim_its_capabilities_allow() -> None:
     """A floor, not an exact list: HFTarget reads more from some models as it grows (issue #12), and each claim that
     opens up must then pass or name what refused it."""
@@ -108,7 +126,10 @@ def test_the_docs_give_each_example_file_its_line_count() -> None:
     """docs/adapters.md's table of the example files states each one's length; it must be the file's."""
     stated = {m[1]: int(m[2]) for m in re.finditer(r"^\| `(examples/[\w/]+\.py)` \| (\d+) \|", DOC.read_text(),
                                                    re.MULTILINE)}
-    assert set(stated) >= {"examples/tiny_gpt.py", "examples/tiny_gpt_adapter.py", "examples/hf_llama_adapter.py"}
+    assert set(stated) >= {"examples/tiny_gpt.py", "examples/tiny_gpt_adapter.py", "examples/hf_llama_adapter.py",
+                           "examples/tiny_gpt_kit_adapter.py"}
     actual = {name: len((ROOT / name).read_text(encoding="utf-8").splitlines()) for name in stated}
     wrong = {name: f"{n} stated, {actual[name]} in the file" for name, n in stated.items() if n != actual[name]}
     assert not wrong, f"docs/adapters.md's table of example files is stale: {wrong}"
+    kit = actual["examples/tiny_gpt_kit_adapter.py"]
+    assert kit <= KIT_LINES, f"the adapter kit's worked example has {kit} lines; issue #16 allows {KIT_LINES}"

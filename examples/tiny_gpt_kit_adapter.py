@@ -11,7 +11,7 @@ import functools
 import torch
 from torch import Tensor
 
-from examples.tiny_gpt import GPT, ByteTokenizer, Cache, GPTConfig, probabilities, sample
+from examples.tiny_gpt import GPT, ByteTokenizer, Cache, GPTConfig, SelfAttention, probabilities, sample
 from reference.config import ModelConfig
 from spec.kit import Layout, ModuleTarget
 
@@ -33,7 +33,8 @@ def tiny_gpt(device: str = "cpu", dtype: torch.dtype = torch.float32) -> ModuleT
 def queries_keys(gpt: GPT, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
     """c_attn's output in one forward pass, split into heads as the model splits it (learned positions are added at
     the input: nothing turns q and k): q [B, H, T, hs], k [B, H_kv, T, hs]."""
-    attn, seen = gpt.h[layer].attn, []
+    attn: SelfAttention = gpt.h[layer].attn  # type: ignore[union-attr,assignment]
+    seen: list[Tensor] = []
     hook = attn.c_attn.register_forward_hook(lambda _m, _args, out: seen.append(out))
     try:
         gpt(ids)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -34,13 +35,14 @@ def _examples_importable(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def _gpt(**fields: object) -> torch.nn.Module:
+def _gpt(**fields: object) -> Any:
+    """examples/tiny_gpt.py's GPT (typed Any: its submodules are reached by attribute throughout)."""
     from examples.tiny_gpt import GPT, GPTConfig
 
     return GPT(GPTConfig(**fields)).init_weights(0, std=32 ** -0.5).eval()  # type: ignore[arg-type]
 
 
-def _kit(gpt: torch.nn.Module, **given: object) -> ModuleTarget:
+def _kit(gpt: Any, **given: object) -> ModuleTarget:
     paths: dict[str, object] = dict(logits=gpt, embedding="wte.weight", unembedding="lm_head", blocks="h",
                                     final_norm="ln_f",
                                     sublayers=Layout("ln_1", "attn", "ln_2", "mlp", parallel=gpt.cfg.parallel))
@@ -52,7 +54,7 @@ def _ids(shape: tuple[int, int] = (2, 7), seed: int = 0) -> Tensor:
 
 
 @torch.no_grad()
-def _by_hand(gpt: torch.nn.Module, ids: Tensor, mask: Tensor) -> list[Tensor]:
+def _by_hand(gpt: Any, ids: Tensor, mask: Tensor) -> list[Tensor]:
     """The residual stream computed with the model's own modules, positions and mask as GPT.forward builds them."""
     real = mask.bool()
     pos = (real.long().cumsum(dim=1) - 1).clamp(min=0)

@@ -33,6 +33,9 @@ class Claim:
     max_examples: int | None = None  # None: the profile's; statistical claims run fewer, larger examples
     precise: str = ""  # where the documents were loose: what the property makes precise
     alpha: float | None = None  # statistical claims: the stated chance that one run fails a correct target
+    # executable documentation: the documents' mathematics shown on the target's numbers (or on none), not a check
+    # of the target's own computation; held, it is reported "illustrated", never "passed" (spec.runner)
+    illustration: str = ""  # why this claim cannot be a check of an implementation
 
     @property
     def family(self) -> str:
@@ -71,7 +74,7 @@ FAMILY_ORDER = ("TOK", "EMB", "POS", "ATT", "MLP", "RES", "NORM", "BLK", "OUT", 
 
 def claim(id: str, statement: str, *, source: str, needs: tuple[str, ...] = (), tolerance: str,
           kind: str = "numeric", max_examples: int | None = None, precise: str = "",
-          alpha: float | None = None) -> Callable[[Check], Check]:
+          alpha: float | None = None, illustration: str = "") -> Callable[[Check], Check]:
     """Register the decorated property under ``id``."""
     if not _ID.match(id):
         raise ValueError(f"claim id {id!r} must look like 'ABC-1'")
@@ -87,7 +90,8 @@ def claim(id: str, statement: str, *, source: str, needs: tuple[str, ...] = (), 
     def register(fn: Check) -> Check:
         if id in CATALOG:
             raise ValueError(f"claim {id} registered twice")
-        CATALOG[id] = Claim(id, statement, source, tuple(needs), tolerance, fn, kind, max_examples, precise, alpha)
+        CATALOG[id] = Claim(id, statement, source, tuple(needs), tolerance, fn, kind, max_examples, precise, alpha,
+                            illustration)
         return fn
 
     return register

@@ -223,7 +223,7 @@ def _check(args: argparse.Namespace) -> int:
     from spec import report
     from spec.catalog import CATALOG, ordered
     from spec.expectations import BUILTIN, for_target
-    from spec.runner import DEFAULT_SHRINK_SECONDS, FAILED, Invocation, run_catalog
+    from spec.runner import DEFAULT_SHRINK_SECONDS, FAILING, Invocation, run_catalog
     from spec.targets.registry import resolve
 
     claims = ordered()
@@ -270,7 +270,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"interrupted: {len(results)} of {len(claims)} claims finished"
               + (f"; the report of them is in {args.report}" if args.report else ""), file=sys.stderr)
         return INTERRUPTED
-    return 1 if any(r.status == FAILED for r in results) else 0
+    return 1 if any(r.status in FAILING for r in results) else 0
 
 
 def _print_results(results: list[Result], gap: str) -> None:

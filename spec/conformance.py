@@ -35,7 +35,7 @@ def _section(spec: str, profile: str, expectations: Path | None,
     from spec import report
     from spec.catalog import CATALOG, ordered
     from spec.expectations import BUILTIN, for_target
-    from spec.runner import DEFAULT_SHRINK_SECONDS, FAILED, Invocation, run_catalog
+    from spec.runner import DEFAULT_SHRINK_SECONDS, FAILING, Invocation, run_catalog
     from spec.targets.registry import resolve
     from spec.tolerance import CLASSES
 
@@ -56,7 +56,7 @@ def _section(spec: str, profile: str, expectations: Path | None,
              f"{report.summary(results)}; {time.perf_counter() - started:.0f} s.", "",
              report.markdown(results, level=3)]
     print(f"{spec}: {report.summary(results)}", flush=True)
-    return lines, any(r.status == FAILED for r in results)
+    return lines, any(r.status in FAILING for r in results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

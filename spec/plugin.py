@@ -22,7 +22,17 @@ from hypothesis import settings
 
 from spec import profiles
 from spec.catalog import Claim, ordered
-from spec.runner import DEFAULT_SHRINK_SECONDS, DEVIATION, FAILED, PASSED, Invocation, Result, run_claim
+from spec.runner import (
+    DEFAULT_SHRINK_SECONDS,
+    DEVIATION,
+    FAILING,
+    HELD,
+    ILLUSTRATED,
+    PARTLY,
+    Invocation,
+    Result,
+    run_claim,
+)
 from spec.target import Target
 
 ENV_TARGET = "NEXT_TOKEN_SPEC_TARGET"
@@ -153,14 +163,20 @@ class ClaimItem(pytest.Item):
         self.user_properties.append(("examples", result.examples))
         self.user_properties.append(("worst", result.worst))
         self.user_properties.append(("seconds", round(result.seconds, 3)))
+        self.user_properties.append(("status", result.status))
         if result.notes:  # choices the sources leave open: information, shown with -rA and in JUnit XML
             self.user_properties.append(("noted", result.notes_line()))
             self.add_report_section("call", "noted", result.notes_line())
-        if result.status == FAILED:
+        moved = _exposure_moved(self, result)
+        if result.status in FAILING:  # failed, or inconclusive (nothing could be checked)
             raise ClaimFailure(result)
+        if moved:  # a built-in target ran the claim more or less fully than spec/targets/exposure.toml pins
+            pytest.fail(moved, pytrace=False)
         if result.status == DEVIATION:
             pytest.xfail(result.detail)
-        if result.status != PASSED:
+        if result.status == PARTLY:
+            self.add_report_section("call", "partly run", result.detail)
+        if result.status not in HELD:
             pytest.skip(f"{self.claim.id} {result.status}: {result.detail}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -172,6 +188,27 @@ class ClaimItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.target_spec}::{self.claim.id}"
+
+
+def _exposure_moved(item: ClaimItem, result: Result) -> str | None:
+    """spec.exposure's message when a built-in target's claim ran more or less fully than pinned (compared on the
+    CPU in float32 under the derandomized profile the pin was made with; elsewhere the draws differ)."""
+    from spec import exposure
+
+    if item.device != "cpu" or item.dtype != "float32" or str(settings._current_profile) != exposure.PIN_PROFILE:
+        return None
+    return exposure.mismatch(_pins(), item.target_spec, item.claim.id, result.status, result.detail)
+
+
+_PINS: dict[str, dict[str, str]] = {}
+
+
+def _pins() -> dict[str, dict[str, str]]:
+    from spec import exposure
+
+    if not _PINS:
+        _PINS.update(exposure.load())
+    return _PINS
 
 
 def invocation(item: ClaimItem) -> Invocation:
@@ -205,12 +242,18 @@ def pytest_report_teststatus(report: pytest.TestReport,
                              config: pytest.Config) -> tuple[str, str, str | tuple[str, dict[str, bool]]] | None:
     """A claim's outcome word with its examples and seconds, e.g. ``PASSED (25 examples, 0.4 s)`` under -v.
 
-    Only the call phase of a claim item that passed or failed; xfail, skips and everything else keep pytest's words.
+    A claim that held with parts skipped counts as "partly run" and an illustration as "illustrated", each its own
+    tally in pytest's summary line (never among the passes). Only the call phase of a claim item that passed or
+    failed; xfail, skips and everything else keep pytest's words.
     """
     props = dict(report.user_properties)
     if report.when != "call" or "examples" not in props or "seconds" not in props or hasattr(report, "wasxfail"):
         return None
     extra = f" ({props['examples']} examples, {props['seconds']:.1f} s)"
+    if report.passed and props.get("status") == PARTLY:
+        return "partly run", "p", ("PARTLY RUN" + extra, {"yellow": True})
+    if report.passed and props.get("status") == ILLUSTRATED:
+        return "illustrated", "i", ("ILLUSTRATED" + extra, {"cyan": True})
     if report.passed:
         return "passed", ".", ("PASSED" + extra, {"green": True})
     if report.failed:

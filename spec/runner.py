@@ -53,6 +53,16 @@ from spec.tolerance import Recorder, recording, stop_recording
 
 PASSED, FAILED = "passed", "failed"
 NOT_EXPOSED, DEVIATION = "not exposed", "expected deviation"
+# passed on what could run, with parts (or whole examples) the target cannot run skipped and named in the detail
+PARTLY = "partly run"
+# no example could be checked, though the target had every capability asked for: each drawn example was rejected by
+# the claim's own assumptions (Hypothesis's Unsatisfiable). A failure to check is never a pass: it fails in CI.
+INCONCLUSIVE = "inconclusive"
+# a claim that shows the documents' mathematics on numbers (Claim.illustration) held; never a pass of an
+# implementation, since the target's own computation did not produce what was checked
+ILLUSTRATED = "illustrated"
+HELD = (PASSED, PARTLY, ILLUSTRATED)  # the statuses of a claim that ran and held
+FAILING = (FAILED, INCONCLUSIVE)  # the statuses that fail a run (exit 1, a failed pytest item, a red CI)
 NEEDS_TRAINED, NO_CONVERTER = "needs a trained model", "no converter for this target"
 # how far a failure's counterexample was shrunk (Result.shrink)
 SHRUNK, CUT_SHORT, NOT_SHRUNK = "shrunk", "cut short", "not shrunk"
@@ -201,6 +211,8 @@ class _Watch:
         self.shrink_tries = 0
         self.draws: list[tuple[str, object]] = []
         self.error: BaseException | None = None
+        self.assumed = 0  # examples rejected by the claim's own assumptions (assume / reject)
+        self.unexposed = 0  # examples rejected because the target lacks what they need (NotExposed)
 
     def before_example(self) -> None:
         """Stop the run (ShrinkBudgetSpent) when shrinking has used up its budget."""
@@ -341,8 +353,14 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
             prop()
     except (NotExposed, Unsatisfiable) as exc:  # no example could run on this target
         reasons = "; ".join(unexposed.values()) or str(exc)
-        status = NO_CONVERTER if set(unexposed) == {"reference_model"} else NOT_EXPOSED
-        result.status, result.detail = status, f"missing capability: {reasons}"
+        if watch.assumed:  # the claim's own assumptions rejected what was drawn: nothing was checked
+            result.status = INCONCLUSIVE
+            result.detail = (f"no example could be checked: {watch.assumed} drawn example(s) were rejected by the "
+                             "claim's assumptions" + (f", {watch.unexposed} needed what the target lacks "
+                                                      f"({reasons})" if watch.unexposed else ""))
+        else:
+            status = NO_CONVERTER if set(unexposed) == {"reference_model"} else NOT_EXPOSED
+            result.status, result.detail = status, f"missing capability: {reasons}"
     except ShrinkBudgetSpent:  # a failure whose shrinking ran out of time: the smallest example found so far
         _failed(result, watch, watch.error, report, CUT_SHORT)
     except Exception as exc:  # a failed claim: keep the shrunk example and the message
@@ -357,11 +375,15 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
     result.examples = count[0]
     result.worst = rec.worst if rec.comparisons else None
     if result.status == PASSED and unexposed:  # passed on the examples it could run: say which it could not
+        result.status = PARTLY
         result.detail = "what the target cannot run was skipped: " + "; ".join(unexposed.values())
+    if result.status == PASSED and claim.illustration:
+        result.status = ILLUSTRATED
+        result.detail = "executable documentation: held on this target's numbers, not a check of its computation"
     if deviation is not None:
-        if result.status == FAILED:
+        if result.status in FAILING:
             result.status, result.detail = DEVIATION, f"{deviation.reason} | {result.detail}"
-        elif result.status == PASSED:  # a stale entry would hide a future failure: fail until it is removed
+        elif result.status in HELD:  # a stale entry would hide a future failure: fail until it is removed
             result.status = FAILED
             result.detail = (f"listed as an expected deviation, but the claim passed: remove the entry "
                              f"({deviation.reason})")
@@ -430,7 +452,11 @@ def _watched(claim: Claim, watch: _Watch) -> Claim:
         try:
             with _deadline(watch.timeout):
                 claim.check(target, cast(st.DataObject, recorded))
-        except (NotExposed, UnsatisfiedAssumption):
+        except NotExposed:
+            watch.unexposed += 1
+            raise
+        except UnsatisfiedAssumption:
+            watch.assumed += 1
             raise
         except Exception as exc:
             watch.failed(recorded.draws, exc)

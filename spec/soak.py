@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from spec import profiles
-from spec.runner import FAILED
+from spec.runner import FAILING, HELD
 
 SOAK_PROFILE = "dev"
 
@@ -81,7 +81,7 @@ def soak_target(spec: str, runs: int, claim_ids: Sequence[str] = (), device: str
             t.runs += 1
             t.seconds += r.seconds
             t.statuses[r.status] = t.statuses.get(r.status, 0) + 1
-            if r.status == FAILED:
+            if r.status in FAILING:
                 t.failed += 1
                 if not t.first_failure:
                     t.first_failure = f"run {i + 1}: {r.detail}\n{r.counterexample}"
@@ -128,8 +128,8 @@ def markdown(tallies: list[Tally], command: str, seconds: float) -> str:
             if tally is None:
                 cells.append("")
                 continue
-            ran = tally.runs - sum(n for s, n in tally.statuses.items() if s not in ("passed", "failed",
-                                                                                      "expected deviation"))
+            ran = tally.runs - sum(n for s, n in tally.statuses.items()
+                                   if s not in (*HELD, *FAILING, "expected deviation"))
             mark = " **(too many)**" if too_many(tally) else ""
             cells.append(f"{tally.failed}/{tally.runs}{mark}" if ran else "not run")
         lines.append(f"| {cid} | {kind} | {allowed} | " + " | ".join(cells) + " |")

@@ -245,17 +245,27 @@ def res_1(target: Target, data: st.DataObject) -> None:
 
 
 def _norms(target: Target, layer: int) -> list[tuple[str, Callable[[Tensor], Tensor]]]:
-    s = target.sublayers(layer)
-    out: list[tuple[str, Callable[[Tensor], Tensor]]] = [(f"norm1 of layer {layer}", s.norm1),
-                                                         (f"norm2 of layer {layer}", s.norm2)]
-    if "final_norm" in target.capabilities:
+    """The norms NORM-1 can reach: the block's two (sublayers) and the final one (final_norm); the one of them a
+    target lacks is a skipped part, named; a target with neither cannot run the claim."""
+    have = target.capabilities
+    out: list[tuple[str, Callable[[Tensor], Tensor]]] = []
+    if "sublayers" in have:
+        s = target.sublayers(layer)
+        out += [(f"norm1 of layer {layer}", s.norm1), (f"norm2 of layer {layer}", s.norm2)]
+    if "final_norm" in have:
         out.append(("final norm", target.final_norm))
+    if not out:
+        raise NotExposed("sublayers", "NORM-1 needs a norm to call: sublayers (the block's) or final_norm")
+    if "sublayers" not in have:
+        skip_part(NotExposed("sublayers", "the blocks' norms (only the final norm was checked)"))
+    elif "final_norm" not in have:
+        skip_part(NotExposed("final_norm", "the final norm (only the blocks' norms were checked)"))
     return out
 
 
 @claim("NORM-1", "Norms see only direction: LayerNorm and RMSNorm give the same output for x and a x (a > 0) up to "
                  "eps, and LayerNorm also ignores a constant added to every coordinate.",
-       source="tokens-as-directions §2", needs=("sublayers",),
+       source="tokens-as-directions §2", needs=(),
        tolerance="the target's tolerance class, on inputs large enough that eps moves the output by at most 1/100 of "
                  "its relative tolerance (see precise)",
        precise="with eps = 0 the invariance is exact. With eps > 0 a norm divides by sqrt(v + eps) (v the variance, "
@@ -264,8 +274,9 @@ def _norms(target: Target, layer: int) -> list[tuple[str, Callable[[Tensor], Ten
                "100 eps / rtol for both x and a x, so that change stays below rtol / 100; eps is the config's "
                "norm_eps, or assumed <= 1e-5 without config. The shift part needs config to know the kind: "
                "LayerNorm must be unchanged by x + c; RMSNorm, as the precise complement, must change (beyond "
-               "tolerance) when a constant comparable to the spread is added to a centred x. All of the block's "
-               "norms and the final norm (where exposed) are checked")
+               "tolerance) when a constant comparable to the spread is added to a centred x. The block's norms "
+               "(sublayers) and the final norm (final_norm) are each checked where exposed; a target with only one "
+               "of them runs the claim partly, naming the other")
 @torch.no_grad()
 def norm_1(target: Target, data: st.DataObject) -> None:
     """For norm in (norm1, norm2, final_norm): norm(a x) == norm(x) for drawn a in [0.05, 20] and x with variance

@@ -113,7 +113,9 @@ def emb_1(target: Target, data: st.DataObject) -> None:
 
 @claim("EMB-2", "Selecting row t equals multiplying the one-hot vector of t by the table.",
        source="tokens-as-directions §1.2", needs=("embedding_matrix",), kind="exact",
-       tolerance="exact in float32 and float64: each output is one product by 1 plus zeros")
+       tolerance="exact in float32 and float64: each output is one product by 1 plus zeros",
+       illustration="an identity of matrix products, true of any table: the target's own lookup is checked by "
+                    "EMB-1 and EMB-3; here it is shown on the target's E")
 def emb_2(target: Target, data: st.DataObject) -> None:
     """onehot(t) @ E == E[t] bit for bit, for every drawn t (float32/float64 tables; others in float32)."""
     E = target.embedding_matrix()
@@ -320,7 +322,7 @@ def _mean_abs_cos(d: int) -> float:
 @claim("EMB-8", "Random directions in high dimension are nearly orthogonal: |cos| of two independent random vectors "
                 "concentrates near 0 with spread about 1/sqrt(d).",
        source="the-embedding \"Why no duplicates?\"", needs=(), kind="statistical", max_examples=5,
-       alpha=5 * _EMB8_ALPHA,
+       alpha=5 * _EMB8_ALPHA, illustration="mathematics about random vectors: it never touches the target",
        tolerance=f"three tests per example at total false-alarm rate {_EMB8_ALPHA} (Bonferroni, {_EMB8_ALPHA / 3:.2g} "
                  f"each) on {_EMB8_PAIRS} pairs: Kolmogorov-Smirnov of cos against its exact law, and z-tests of the "
                  "means of |cos| and cos^2 against their exact values (n = 2000 makes the normal approximation of a "

@@ -225,11 +225,21 @@ def out_3(target: Target, data: st.DataObject) -> None:
             assert_equal(U, E.T, f"{subject.name} (tied): U vs E^T")
         else:
             check(not torch.equal(U, E.T), f"{subject.name} claims an untied unembedding but U equals E^T exactly")
+    built = subjects[-1]
+    if len(subjects) > 1 and built.config().tied_embeddings and "train_step" in built.capabilities:
+        v, n = built.vocab_size, built.config().max_positions
+        ids = data.draw(token_ids(v, max_len=6, max_positions=n), label="train_ids").to(built.device)
+        targets = data.draw(token_ids(v, min_len=ids.shape[1], max_len=ids.shape[1]), label="train_targets")
+        built.train_step(ids, targets.to(built.device), lr=0.5)
+        U, _ = built.unembedding()
+        assert_equal(U, built.embedding_matrix().T, f"{built.name} (tied) after one train_step: U vs E^T")
 
 
 @claim("OUT-4", "Unembedding with the row-normalised transpose (row i of E over |E_i|^2) scores the embedded token "
                 "exactly 1; with V <= d, the pseudo-inverse round trip returns the one-hot vector.",
        source="tokens-as-directions §1.2, §3.2", needs=("embedding_matrix",),
+       illustration="linear algebra on the target's E (a row-normalised inverse, a pseudo-inverse the target never "
+                    "computes): any table of independent, nonzero rows satisfies it, whatever the target computes",
        tolerance="float64 math on the target's E: the score within 4 (d + 2) u64 of 1 (two d-term dot products); "
                  "E_sub pinv(E_sub) within 10 (d + k) kappa u64 of the identity, kappa the condition number. Rows of "
                  "E that are exactly zero or repeat another row bit for bit are set aside before anything is drawn "
@@ -273,6 +283,8 @@ def out_4(target: Target, data: st.DataObject) -> None:
                 "equal norm; with unequal norms a longer row can win, and the property exhibits such a case.",
        source="tokens-as-directions \"Directions in space\", \"The effect of vector length\"",
        needs=("embedding_matrix",),
+       illustration="geometry of the target's E (scores E_t . E_j computed here, not by the target's read-out): any "
+                    "table with distinct directions satisfies it; OUT-3 checks that a tied target reads out with E",
        tolerance="float64 math on the target's E: scores and norms compared within 4 (d + 2) u64 relative (rounding "
                  "of d-term dot products). Rows of E that are exactly zero or repeat another row bit for bit are set "
                  "aside from the table and reported as notes",
@@ -347,6 +359,8 @@ def out_5(target: Target, data: st.DataObject) -> None:
 @claim("OUT-6", "Logits measure alignment, not Euclidean closeness: the top dot product h . U_i and the nearest U_i "
                 "can differ, and they agree whenever all U_i have equal norm.",
        source="tokens-as-directions Part 2", needs=("unembedding",),
+       illustration="geometry of the target's U (dot products and distances computed here): any matrix satisfies it; "
+                    "OUT-1 checks that the target's logits are h . U",
        tolerance="float64 math on the target's U: compared within 4 (d + 2) u64 (|h| + 1)^2 (rounding of d-term dot "
                  "products and squared distances). Columns of U that are exactly zero or repeat another column bit "
                  "for bit are set aside and reported as notes",

@@ -364,6 +364,9 @@ def soft_5(target: Target, data: st.DataObject) -> None:
                  "temperature 1/a: the argmax stays, entropy never rises with a, and a = 0 gives the uniform "
                  "distribution.", source="tokens-as-directions \"The effect of vector length\"",
        needs=("unembedding", "softmax"),
+       illustration="the scaled state is multiplied by U here, not read out by the target (the protocol has no "
+                    "capability that runs a target's head on a given state); the target's part, softmax with "
+                    "temperature, is SOFT-4's check",
        tolerance="(a h) U vs a (h U): the target's tolerance class (two float orderings of a d-term product); "
                  "probabilities: the derived softmax rounding bound, the bound for the scaled logits also carrying "
                  "their measured deviation from a times the unscaled ones",

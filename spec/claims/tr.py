@@ -53,6 +53,13 @@ def _last_logits(target: Target, text: str) -> Tensor:
     return target.logits(_ids(target, text))[0, -1].detach().double().cpu()
 
 
+def _enough(needed: int, usable: list[bool], what: str) -> None:
+    """The claim's stated set must have at least ``needed`` members this tokenizer can express: the drawn example
+    skips (assume) an unusable member, so without a floor a tokenizer that splits every word would check nothing."""
+    check(sum(usable) >= needed, f"only {sum(usable)} of the {len(usable)} {what} for this tokenizer; the claim "
+                                 f"needs {needed}")
+
+
 def _rank(z: Tensor, i: int) -> int:
     """How many tokens score strictly higher than token i (0 = the top choice)."""
     return int((z > z[i]).sum())
@@ -238,11 +245,13 @@ IOI_PROMPTS = (
                "single token \" Mary\" exceeds that of \" John\" (SmolLM2: \" Mary\" is the top token, p = 0.340; "
                "\" John\" ranks 4th, p = 0.064). The mirrored prompt (Mary buys) must prefer \" John\" "
                "(SmolLM2: 3rd, p = 0.072, vs \" Mary\" 20th, p = 0.0066), so the claim is about the "
-               "indirect object, not a favourite name.")
+               "indirect object, not a favourite name. Both names must be single tokens in both prompts.")
 def tr_4(target: Target, data: st.DataObject) -> None:
-    """z(expected) > z(other) at the last position, for both IOI_PROMPTS."""
+    """z(expected) > z(other) at the last position, for both IOI_PROMPTS (both names single tokens in each)."""
     prompt, expected, other = data.draw(st.sampled_from(IOI_PROMPTS), label="prompt")
     tok = target.tokenizer()
+    _enough(len(IOI_PROMPTS), [_single(tok, e) is not None and _single(tok, o) is not None for _, e, o in IOI_PROMPTS],
+            "IOI prompts whose two names are single tokens")
     i, j = _single(tok, expected), _single(tok, other)
     assume(i is not None and j is not None)
     assert i is not None and j is not None
@@ -275,6 +284,9 @@ WORD_TRIPLES = (
 )
 
 
+MIN_TRIPLES = 10  # of the 15 WORD_TRIPLES (SmolLM2: all 15)
+
+
 def _cosine(a: Tensor, b: Tensor) -> float:
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
     return float(a @ b / (a.norm() * b.norm()))
@@ -289,11 +301,14 @@ def _cosine(a: Tensor, b: Tensor) -> float:
        precise="The documents give sun and moon as words whose vectors resemble each other. Made precise over a stated "
                "set of 15 (word, related, unrelated) triples of single tokens: cos(E[word], E[related]) > "
                "cos(E[word], E[unrelated]) for every triple (SmolLM2: sun/moon 0.46 vs sun/banana 0.29). "
-               "Direction, not distance, is compared, as tokens-as-directions argues.")
+               "Direction, not distance, is compared, as tokens-as-directions argues. At least 10 of the 15 triples "
+               "must be single tokens for the target's tokenizer (a drawn triple that is not is skipped).")
 def tr_5(target: Target, data: st.DataObject) -> None:
     """cos(E[w], E[related]) > cos(E[w], E[unrelated]) for each drawn triple of WORD_TRIPLES."""
     word, related, unrelated = data.draw(st.sampled_from(WORD_TRIPLES), label="triple")
     tok = target.tokenizer()
+    _enough(MIN_TRIPLES, [all(_single(tok, w) is not None for w in triple) for triple in WORD_TRIPLES],
+            "word triples of single tokens")
     ids = [_single(tok, w) for w in (word, related, unrelated)]
     assume(all(i is not None for i in ids))
     E = target.embedding_matrix()
@@ -313,6 +328,18 @@ EDITS = (
 )
 
 
+MIN_EDITS = 3  # of the 4 EDITS (SmolLM2: all 4)
+
+
+def _edit_usable(tok: Tokenizer, pair: tuple[tuple[str, str], tuple[str, str]]) -> bool:
+    """Both prompts have the same length and differ in exactly one token; both choices are distinct single tokens."""
+    (p1, t1), (p2, t2) = pair
+    a, b = tok.encode(p1), tok.encode(p2)
+    want1, want2 = _single(tok, t1), _single(tok, t2)
+    return (len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1 and want1 is not None
+            and want2 is not None and want1 != want2)
+
+
 @claim("TR-6", "A small edit to the prompt can change the token a trained model chooses.",
        source="embedding-to-choice §23", needs=("trained", "tokenizer"),
        tolerance="none needed: the greedy choice is an argmax; on SmolLM2 each stated token leads the runner-up by "
@@ -322,16 +349,16 @@ EDITS = (
                "output token scores highest. Made precise by exhibiting it: for each stated pair of prompts "
                "that differ in exactly one token (same length), the greedy choice after each prompt is the stated "
                "token (\"The capital of France is\" -> \" Paris\", \"... Germany is\" -> \" Berlin\"), and the two "
-               "choices differ.")
+               "choices differ. At least 3 of the 4 pairs must be usable by the target's tokenizer (one token apart, "
+               "single-token choices); a drawn pair that is not is skipped.")
 def tr_6(target: Target, data: st.DataObject) -> None:
     """For a drawn pair ((p1, t1), (p2, t2)): p1, p2 differ in exactly one token; argmax after p1 is t1,
     argmax after p2 is t2, and t1 != t2."""
     (p1, t1), (p2, t2) = data.draw(st.sampled_from(EDITS), label="edit")
     tok = target.tokenizer()
-    a, b = tok.encode(p1), tok.encode(p2)
+    _enough(MIN_EDITS, [_edit_usable(tok, pair) for pair in EDITS], "edits of one token between single-token choices")
+    assume(_edit_usable(tok, ((p1, t1), (p2, t2))))
     want1, want2 = _single(tok, t1), _single(tok, t2)
-    assume(len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1)
-    assume(want1 is not None and want2 is not None and want1 != want2)
     assert want1 is not None and want2 is not None
     for prompt, want in ((p1, want1), (p2, want2)):
         z = _last_logits(target, prompt)

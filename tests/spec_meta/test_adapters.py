@@ -17,7 +17,19 @@ from hypothesis import settings
 from spec import profiles  # noqa: F401  (registers the "ci" profile)
 from spec.catalog import CATALOG, ordered
 from spec.expectations import for_target
-from spec.runner import DEVIATION, FAILED, NEEDS_TRAINED, NO_CONVERTER, NOT_EXPOSED, PASSED, Result, run_claim
+from spec.runner import (
+    DEVIATION,
+    FAILED,
+    HELD,
+    ILLUSTRATED,
+    NEEDS_TRAINED,
+    NO_CONVERTER,
+    NOT_EXPOSED,
+    PARTLY,
+    PASSED,
+    Result,
+    run_claim,
+)
 from spec.target import Target
 from spec.targets.hf_target import HFTarget
 from spec.targets.registry import resolve
@@ -74,11 +86,14 @@ def test_the_tiny_gpt_passes_every_claim_it_can_run() -> None:
     _, results = _catalog(TINY_GPT)
     assert not _failures(results), _failures(results)
     got = {cid: r.status for cid, r in results.items()}
-    want = {cid: TINY_GPT_NOT_PASSED.get(cid, PASSED) for cid in got}
+    # the build claims run on the models the tiny GPT can express, skipping (and naming) the others: partly run
+    partly = {"TOK-5", "EMB-4", "EMB-7", "POS-1", "ATT-5", "ATT-6", "MLP-1", "RES-1", "OUT-3"}
+    want = {cid: TINY_GPT_NOT_PASSED.get(cid, ILLUSTRATED if CATALOG[cid].illustration else
+                                      PARTLY if cid in partly else PASSED) for cid in got}
     assert got == want, {cid: (got[cid], want[cid], results[cid].detail) for cid in got if got[cid] != want[cid]}
     assert "ModelConfig.positions='rotary'" in results["POS-3"].detail  # refused by build, naming the field
     # the build claims ran on the models the tiny GPT can express, skipping (and naming) the others
-    for cid in ("TOK-5", "EMB-4", "EMB-7", "POS-1", "ATT-5", "ATT-6", "MLP-1", "RES-1"):
+    for cid in sorted(partly):
         assert results[cid].examples > 0 and "the tiny GPT cannot express" in results[cid].detail, cid
 
 
@@ -88,7 +103,7 @@ def test_the_tiny_gpt_through_the_adapter_kit_passes_every_claim_it_can_run() ->
     target, results = _catalog(TINY_GPT_KIT)
     assert not _failures(results), _failures(results)
     got = {cid: r.status for cid, r in results.items()}
-    want = {cid: KIT_NOT_PASSED.get(cid, PASSED) for cid in got}
+    want = {cid: KIT_NOT_PASSED.get(cid, ILLUSTRATED if CATALOG[cid].illustration else PASSED) for cid in got}
     assert got == want, {cid: (got[cid], want[cid], results[cid].detail) for cid in got if got[cid] != want[cid]}
     hand = resolve(TINY_GPT)
     assert hand.capabilities - target.capabilities == {"build", "reference_model"}
@@ -106,8 +121,8 @@ def test_the_llama_subclass_passes_every_claim_its_capabilities_allow() -> None:
         if CATALOG[cid].missing(target):
             assert r.status == (NEEDS_TRAINED if cid in TRAINED else NOT_EXPOSED), (cid, r.status, r.detail)
         else:
-            assert r.status == PASSED or (r.status == NOT_EXPOSED and r.detail), (cid, r.status, r.detail)
-    assert {cid for cid, r in results.items() if r.status == PASSED} >= LLAMA_PASSED
+            assert r.status in HELD or (r.status == NOT_EXPOSED and r.detail), (cid, r.status, r.detail)
+    assert {cid for cid, r in results.items() if r.status in HELD} >= LLAMA_PASSED
 
 
 def test_the_bare_llama_module_is_wrapped_in_hftarget_and_differs_from_the_subclass_only_by_the_tokenizer() -> None:

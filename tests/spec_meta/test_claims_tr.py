@@ -136,3 +136,37 @@ def test_fails_on_a_wrong_trained_target(ref: ReferenceTarget, claim_id: str) ->
     r = run_claim(CATALOG[claim_id], wrong, profile=PROFILE)
     assert r.status == FAILED, f"{claim_id} did not fail on {wrong.name}: {r.status} {r.detail}"
     assert r.counterexample
+
+
+class _SplitsWords:
+    """SmolLM2's tokenizer, except that every word of two or more characters after a space is two tokens."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.vocab_size = base.vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.base.encode(text)
+        return [*ids, ids[-1]] if len(ids) == 1 and len(text.strip()) > 1 else ids
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.base.decode(ids))
+
+    def id_to_token(self, i: int) -> str:
+        return str(self.base.id_to_token(i))
+
+
+class WordsSplit(_Wrong):
+    """A correct model whose tokenizer makes no stated word a single token: the TR claims can check nothing."""
+
+    def tokenizer(self) -> Any:
+        return _SplitsWords(super().tokenizer())
+
+
+@pytest.mark.parametrize("claim_id", ["TR-4", "TR-5", "TR-6", "TR-7"])
+def test_a_tokenizer_that_splits_the_stated_words_fails_never_passes_or_hides(ref: ReferenceTarget,
+                                                                               claim_id: str) -> None:
+    """Issue #12: a stated set with too few usable members is a failure (not "not exposed", not inconclusive)."""
+    r = run_claim(CATALOG[claim_id], WordsSplit(ref), profile=PROFILE)
+    assert r.status == FAILED, (claim_id, r.status, r.detail)
+    assert "too few" in r.detail or "the claim needs" in r.detail, r.detail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import reference
@@ -20,7 +21,19 @@ from spec import report, strategies
 from spec.catalog import CATALOG, CLAIM_IDS, Claim, claim, ordered
 from spec.cli import main
 from spec.expectations import load
-from spec.runner import FAILED, NEEDS_TRAINED, NO_CONVERTER, NOT_EXPOSED, PASSED, run_claim
+from spec.runner import (
+    FAILED,
+    FAILING,
+    HELD,
+    ILLUSTRATED,
+    INCONCLUSIVE,
+    NEEDS_TRAINED,
+    NO_CONVERTER,
+    NOT_EXPOSED,
+    PARTLY,
+    PASSED,
+    run_claim,
+)
 from spec.target import NotExposed, Target
 from spec.targets.reference_target import ReferenceTarget
 from spec.tolerance import CLASSES, Recorder, assert_close, assert_equal, error_ratio, recording, stop_recording
@@ -181,11 +194,48 @@ def _partly_exposed_claim(unexposed_from: int, capability: str = "build") -> Cla
 def test_runner_skips_examples_a_target_cannot_run_and_says_so() -> None:
     t, profile = LogitsOnly(), settings(max_examples=20, derandomize=True, database=None)
     some = run_claim(_partly_exposed_claim(5), t, profile=profile)
-    assert some.status == PASSED and 0 < some.examples <= 20 and "cannot be expressed" in some.detail
+    assert some.status == PARTLY and 0 < some.examples <= 20 and "cannot be expressed" in some.detail
     none = run_claim(_partly_exposed_claim(0), t, profile=profile)
     assert none.status == NOT_EXPOSED and none.examples == 0 and "cannot be expressed" in none.detail
     assert run_claim(_partly_exposed_claim(0, "reference_model"), t, profile=profile).status == NO_CONVERTER
-    assert run_claim(_partly_exposed_claim(10), t, profile=profile).detail == ""  # all ran: nothing to say
+    all_ran = run_claim(_partly_exposed_claim(10), t, profile=profile)
+    assert all_ran.status == PASSED and all_ran.detail == ""  # all ran: nothing to say
+
+
+def _assuming_claim(satisfiable_from: int, unexposed_below: int = 0) -> Claim:
+    """Examples with x < satisfiable_from are rejected by the claim's own assumption (x < unexposed_below need what
+    the target lacks instead)."""
+    def check(target: Target, data: st.DataObject) -> None:
+        x = data.draw(st.integers(0, 9), label="x")
+        if x < unexposed_below:
+            raise NotExposed("build", "this drawn config cannot be expressed")
+        assume(x >= satisfiable_from)
+
+    return Claim("ZZZ-7", "a claim for testing", "nowhere", (), "none", check)
+
+
+def test_runner_reports_unsatisfiable_as_inconclusive_never_not_exposed() -> None:
+    """A claim whose every draw its own assumptions reject checked nothing: "inconclusive", which fails (report,
+    exit status, pytest); one whose draws only needed what the target lacks is "not exposed"."""
+    t, profile = LogitsOnly(), settings(max_examples=20, derandomize=True, database=None)
+    none = run_claim(_assuming_claim(10), t, profile=profile)
+    assert none.status == INCONCLUSIVE and none.examples == 0 and "rejected by the claim's assumptions" in none.detail
+    assert none.status in FAILING and "inconclusive" in report.failure(none)
+    mixed = run_claim(_assuming_claim(10, unexposed_below=5), t, profile=profile)
+    assert mixed.status == INCONCLUSIVE and "needed what the target lacks" in mixed.detail
+    assert run_claim(_assuming_claim(3), t, profile=profile).status == PASSED  # some held: the rest were filtered
+    assert run_claim(_partly_exposed_claim(0), t, profile=profile).status == NOT_EXPOSED
+
+
+def test_runner_reports_an_illustration_that_held_as_illustrated_and_one_that_broke_as_failed() -> None:
+    ordered()
+    emb_8 = CATALOG["EMB-8"]
+    assert emb_8.illustration
+    r = run_claim(emb_8, LogitsOnly(), profile=FAST)
+    assert r.status == ILLUSTRATED and r.status not in (PASSED, PARTLY) and r.status in HELD
+    broken = dataclasses.replace(_fake_claim((), True), illustration="shown on numbers")
+    assert run_claim(broken, LogitsOnly(), profile=settings(max_examples=50, derandomize=True,
+                                                            database=None)).status == FAILED
 
 
 def test_runner_counts_an_example_whose_unexposed_part_was_skipped() -> None:
@@ -197,7 +247,7 @@ def test_runner_counts_an_example_whose_unexposed_part_was_skipped() -> None:
         skip_part(NotExposed("generate", "takes no attention mask"))
 
     r = run_claim(Claim("ZZZ-6", "a claim for testing", "nowhere", (), "none", check), LogitsOnly(), profile=FAST)
-    assert r.status == PASSED and r.examples == 5 and "generate: takes no attention mask" in r.detail
+    assert r.status == PARTLY and r.examples == 5 and "generate: takes no attention mask" in r.detail
     skip_part(NotExposed("generate"))  # outside a run: nothing to record into, and no error
 
 
@@ -217,7 +267,7 @@ def test_gen_3_checks_padded_logits_on_a_target_whose_generate_takes_no_mask() -
     ordered()  # registers the catalog
     good = NoMaskGenerate(reference.build(preset("llama-tiny")), name="nomask")
     r = run_claim(CATALOG["GEN-3"], good, profile=FAST)
-    assert r.status == PASSED and r.examples > 0 and "takes no attention mask" in r.detail
+    assert r.status == PARTLY and r.examples > 0 and "takes no attention mask" in r.detail
     bad = LeaksPadding(reference.build(preset("llama-tiny")), name="leaks")
     assert run_claim(CATALOG["GEN-3"], bad, profile=FAST).status == FAILED
 
@@ -278,9 +328,9 @@ def test_reports_in_every_format(tmp_path: Path) -> None:
 def test_cli_list_and_check_one_claim(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     assert "EMB-1" in capsys.readouterr().out
-    assert main(["check", "reference:gpt2-tiny", "--claim", "EMB-2", "--profile", "ci"]) == 0
+    assert main(["check", "reference:gpt2-tiny", "--claim", "EMB-1", "--profile", "ci"]) == 0
     out = capsys.readouterr().out
-    assert "EMB-2" in out and "passed" in out
+    assert "EMB-1" in out and "passed" in out
     assert main(["check", "reference", "--claim", "NOPE-1"]) == 2
 
 

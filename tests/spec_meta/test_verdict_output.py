@@ -65,20 +65,20 @@ def _claim_lines(out: str) -> list[tuple[str, str, int]]:
 
 
 def test_check_streams_one_line_per_claim_in_catalog_order(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "reference:gpt2-tiny", "--claim", "EMB-2", "--claim", "EMB-1", "--profile", "ci"]) == 0
+    assert main(["check", "reference:gpt2-tiny", "--claim", "EMB-5", "--claim", "EMB-1", "--profile", "ci"]) == 0
     out = capsys.readouterr().out
     lines = _claim_lines(out)
-    order = [c.id for c in ordered() if c.id in ("EMB-1", "EMB-2")]
+    order = [c.id for c in ordered() if c.id in ("EMB-1", "EMB-5")]
     assert [c for c, _, _ in lines] == order, out
     assert all(status == "passed" and n > 0 for _, status, n in lines), out
     assert out.index("EMB-1 ") < out.index("\nclaim "), "the claim lines come before the table"
 
 
 def test_check_quiet_prints_the_table_and_no_claim_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "reference:gpt2-tiny", "--claim", "EMB-2", "--profile", "ci", "--quiet"]) == 0
+    assert main(["check", "reference:gpt2-tiny", "--claim", "EMB-5", "--profile", "ci", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert _claim_lines(out) == [] and not out.startswith("target ")
-    assert out.startswith("claim ") and re.search(r"^EMB-2 .* passed", out, re.M), out
+    assert out.startswith("claim ") and re.search(r"^EMB-5 .* passed", out, re.M), out
 
 
 def _result(claim: str = "EMB-1", status: str = PASSED) -> Result:
@@ -191,15 +191,15 @@ def test_format_value_prints_configs_whole_and_lists_of_tensors_item_by_item() -
 
 # -- the reproducer ---------------------------------------------------------------------------------------------
 def _stale_expectation(tmp_path: Path) -> Path:
-    """An expectations file listing EMB-2, which passes on the reference: a stale entry fails the run."""
+    """An expectations file listing EMB-5, which passes on the reference: a stale entry fails the run."""
     f = tmp_path / "stale.toml"
-    f.write_text('[[deviation]]\nclaim = "EMB-2"\nreason = "not really"\n', encoding="utf-8")
+    f.write_text('[[deviation]]\nclaim = "EMB-5"\nreason = "not really"\n', encoding="utf-8")
     return f
 
 
 def test_the_reproducer_keeps_every_option_and_reproduces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = _stale_expectation(tmp_path)
-    args = ["check", "reference:gpt2-tiny", "--claim", "EMB-2", "--profile", "ci", "--device", "cpu", "--dtype",
+    args = ["check", "reference:gpt2-tiny", "--claim", "EMB-5", "--profile", "ci", "--device", "cpu", "--dtype",
             "float64", "--expectations", str(f), "--seed", "7", "--shrink-seconds", "2"]
     assert main(args) == 1
     out = capsys.readouterr().out
@@ -208,7 +208,7 @@ def test_the_reproducer_keeps_every_option_and_reproduces(tmp_path: Path, capsys
     assert words[:2] == ["next-token-spec", "check"]
     for option, value in (("--expectations", str(f)), ("--profile", "ci"), ("--device", "cpu"),
                           ("--dtype", "float64"), ("--seed", "7"), ("--shrink-seconds", "2"),
-                          ("--claim", "EMB-2")):
+                          ("--claim", "EMB-5")):
         assert words[words.index(option) + 1] == value, (option, line)
     assert main(words[1:]) == 1, "the reproducer reproduces the failure"
     assert "remove the entry" in capsys.readouterr().out
@@ -228,13 +228,13 @@ def test_the_plugin_reports_examples_seconds_and_the_full_failure(tmp_path: Path
     folder.mkdir()
     _stale_expectation(tmp_path).rename(folder / "reference-gpt2-tiny.toml")
     cmd = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", "-v", "--hypothesis-profile",
-           "ci", "--target", "reference:gpt2-tiny", "-k", "EMB-2 or EMB-1]", "--expectations", str(folder),
+           "ci", "--target", "reference:gpt2-tiny", "-k", "EMB-5 or EMB-1]", "--expectations", str(folder),
            "--shrink-seconds", "3", "--dtype", "float64"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
     assert re.search(r"EMB-1\] PASSED \(25 examples, [\d.]+ s\)", out), out
-    assert re.search(r"EMB-2\] FAILED \(\d+ examples, [\d.]+ s\)", out), out
+    assert re.search(r"EMB-5\] FAILED \(\d+ examples, [\d.]+ s\)", out), out
     line = next(x for x in out.splitlines() if x.startswith("reproduce: "))
     for part in (f"--expectations {folder}", "--profile ci", "--dtype float64", "--shrink-seconds 3"):
         assert part in line, (part, line)

@@ -265,3 +265,30 @@ def test_passes_on_hf(name: str) -> None:
     for claim_id in MODEL:
         out = _run(claim_id, target, HF_PROFILE)
         assert out.startswith("passed"), f"{name} {claim_id}: {out}"
+
+
+class _NoMask(ReferenceTarget):
+    """A target that takes no attention mask, as several public GPT codebases: padded batches are not exposed."""
+
+    def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        if attention_mask is not None and not bool(attention_mask.all()):
+            from spec.target import NotExposed
+
+            raise NotExposed("logits", "takes no attention mask")
+        return super().logits(ids)
+
+
+class _NoMaskScaled(_NoMask):
+    """The same, with its logits off by a factor: the unpadded comparison must still catch it."""
+
+    def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return super().logits(ids, attention_mask) * 1.01
+
+
+def test_ref_1_runs_its_unpadded_parts_on_a_target_without_a_mask() -> None:
+    """Issue #12: the padded batch is a skipped part, named; logits, residual states and decoding still count."""
+    from spec.runner import FAILED, PARTLY
+
+    r = run_claim(CATALOG["REF-1"], _NoMask.from_preset("llama-tiny"), profile=FAST)
+    assert r.status == PARTLY and r.examples > 0 and "takes no attention mask" in r.detail, (r.status, r.detail)
+    assert run_claim(CATALOG["REF-1"], _NoMaskScaled.from_preset("llama-tiny"), profile=FAST).status == FAILED

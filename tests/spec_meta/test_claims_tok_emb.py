@@ -286,3 +286,20 @@ def test_live_model_refuses_a_copy() -> None:
     r = run("TOK-5", _builds(Copying)(reference.build(reference.preset("gpt2-tiny"))), FAIL)
     assert r.status in ("not exposed", "no converter for this target"), (r.status, r.detail)
     assert "copy" in r.detail
+
+
+class NormedLookupOffByOne(ReferenceTarget):
+    """Bloom (a LayerNorm after the lookup) whose lookup reads row t + 1: the exposed table is one row off."""
+
+    def embedding_matrix(self) -> Tensor:
+        return super().embedding_matrix().roll(-1, dims=0)
+
+
+@pytest.mark.parametrize("claim_id", ["EMB-1", "EMB-3"])
+def test_lookup_through_an_embedding_norm_is_checked_not_skipped(claim_id: str) -> None:
+    """Issue #12: after an embedding norm EMB-1 and EMB-3 used to return early; a lookup of row t + 1 passed them on
+    bloom-tiny. Now embed(ids) must be a per-coordinate affine function of the normalised rows E[ids]."""
+    ok = run(claim_id, ReferenceTarget.from_preset("bloom-tiny"), PASS)
+    assert ok.status == "passed", (ok.detail, ok.counterexample)
+    bad = run(claim_id, NormedLookupOffByOne.from_preset("bloom-tiny"), FAIL)
+    assert bad.status == "failed" and "affine function of the normalised rows" in bad.detail, (bad.status, bad.detail)

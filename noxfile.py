@@ -58,11 +58,15 @@ def cuda(session: nox.Session) -> None:
 
 @nox.session
 def peers(session: nox.Session) -> None:
-    """Third-party peers (TransformerLens 3.x, llama.cpp) against the catalog; writes docs/conformance.md."""
+    """Third-party peers (TransformerLens 3.x, llama.cpp, ONNX Runtime) against the catalog; writes
+    docs/conformance.md."""
     # llama-cpp-python compiles llama.cpp here; its multimodal library (mtmd, "llava") is not needed for text
     # and is a quarter of the build: 429 s instead of 567 s on 2 cores. A user's own CMAKE_ARGS are kept.
     cmake_args = (os.environ.get("CMAKE_ARGS", "") + " -DLLAVA_BUILD=OFF").strip()
     session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[peers]", env={"CMAKE_ARGS": cmake_args})
+    # the peers' own tests, which the main run skips without the extra: here a missing package fails them
+    session.run("python", "-m", "pytest", "tests/spec_meta/test_onnx_runtime.py", "-q",
+                env={"NEXT_TOKEN_SPEC_REQUIRE_PEERS": "1", "OMP_NUM_THREADS": "2"})
     session.run("python", "-m", "spec.conformance", "--out", "docs/conformance.md", *session.posargs,
                 env={"OMP_NUM_THREADS": "2"})
 

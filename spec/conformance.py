@@ -4,8 +4,8 @@
 
 Without targets it checks PEER_TARGETS.
 
-Used by ``nox -s peers`` to check the third-party peers (TransformerLens, llama.cpp)
-next to the built-in targets they are compared with. Each target's table lists every
+Used by ``nox -s peers`` to check the third-party peers (TransformerLens, llama.cpp, ONNX
+Runtime) next to the built-in targets they are compared with. Each target's table lists every
 claim with its status, the number of examples and the worst error relative to the
 target's tolerance class; expected deviations come from ``spec/targets/expectations/<target>.toml``.
 Exits 1 when any claim fails on any target, so a false alarm or a regression stops CI.
@@ -21,9 +21,11 @@ from pathlib import Path
 
 from spec import profiles
 
-# The peers, each beside the built-in target with the same weights (smollm2 itself runs in the main test run).
+# The peers, each beside the built-in target with the same weights (smollm2 itself runs in the main test run, and so
+# does hf:llama, which onnx:hf:llama exports).
 PEER_TARGETS: tuple[str, ...] = ("reference:gpt2-tiny", "tlens:gpt2-tiny", "reference:llama-tiny", "tlens:llama-tiny",
-                                 "reference:bloom-tiny", "tlens:bloom-tiny", "tlens:smollm2", "llamacpp:smollm2")
+                                 "onnx:reference:llama-tiny", "reference:bloom-tiny", "tlens:bloom-tiny",
+                                 "tlens:smollm2", "llamacpp:smollm2", "onnx:hf:llama")
 
 
 def _section(spec: str, profile: str, expectations: Path | None,

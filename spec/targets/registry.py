@@ -1,6 +1,7 @@
 """Naming targets: ``reference[:preset]``, ``hf:<preset>``, ``smollm2``, ``mutant:<name>`` (the zoo), the peers
 ``tlens:<preset>``, ``llamacpp:smollm2`` and ``onnx:<preset>``, ``compiled:<target>`` (any target's model under
-torch.compile), or ``module.path:factory``.
+torch.compile), ``opaque:<target>`` (any target without config, reference_model and build), or
+``module.path:factory``.
 
 A factory target is anyone's implementation: the factory returns either a ``spec.target.Target`` or any
 HuggingFace-style causal LM. It is called with the keyword arguments ``device`` (a string such as "cuda") and
@@ -62,7 +63,7 @@ def resolve(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Target
         target = _from_factory(kind, rest, device, dt)
     else:
         raise InputError(f"unknown target {spec!r}: use reference[:preset], hf:<preset>, smollm2, mutant:<name>, "
-                         "tlens:<preset>, llamacpp:smollm2, compiled:<target>, onnx:<preset> or "
+                         "tlens:<preset>, llamacpp:smollm2, compiled:<target>, onnx:<preset>, opaque:<target> or "
                          "module.path:factory")
     check_placement(spec, target, device, dt)
     return target
@@ -148,6 +149,12 @@ def _compiled(rest: str, device: str, dtype: torch.dtype) -> Target:
     return compiled._handler(rest, device, dtype)
 
 
+def _opaque(rest: str, device: str, dtype: torch.dtype) -> Target:
+    from spec.targets import opaque  # any other target without config, reference_model and build
+
+    return opaque._handler(rest, device, dtype)
+
+
 def _onnx(rest: str, device: str, dtype: torch.dtype) -> Target:
     from spec.targets import onnx_runtime  # needs the `peers` extra (onnx, onnxscript, onnxruntime)
 
@@ -157,7 +164,8 @@ def _onnx(rest: str, device: str, dtype: torch.dtype) -> Target:
 _HANDLERS: dict[str, Callable[[str, str, torch.dtype], Target]] = {"reference": _reference, "hf": _hf,
                                                                     "smollm2": _smollm2, "mutant": _mutant,
                                                                     "tlens": _tlens, "llamacpp": _llamacpp,
-                                                                    "compiled": _compiled, "onnx": _onnx}
+                                                                    "compiled": _compiled, "onnx": _onnx,
+                                                                    "opaque": _opaque}
 
 
 def register(kind: str, handler: Callable[[str, str, torch.dtype], Target]) -> None:

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -383,21 +384,27 @@ def export(step: nn.Module, past_shape: tuple[int, int], n_layers: int, vocab_si
     shapes = ({0: dyn, 1: dyn}, {0: dyn, 1: dyn}, [{0: dyn, 2: dyn} for _ in past])
     names = [f"past_key_values.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
     outputs = ["logits"] + [f"present.{i}.{kv}" for i in range(n_layers) for kv in ("key", "value")]
-    with tempfile.TemporaryDirectory(prefix="next-token-spec-onnx-") as folder, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
-        path = Path(folder) / "model.onnx"
-        program = torch.onnx.export(step.eval(), (ids, mask, past), f=None, dynamic_shapes=shapes,
-                                     input_names=["input_ids", "attention_mask", *names], output_names=outputs,
-                                     artifacts_dir=folder, verbose=False)
-        assert program is not None
-        program.save(str(path), external_data=False)
-        graph = onnx.load(str(path))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1  # tiny models; deterministic, and fastest
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), "?")
+    quiet = logging.getLogger("torch.onnx")  # its registry warns once per missing torchvision operator
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="next-token-spec-onnx-") as folder, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
+            path = Path(folder) / "model.onnx"
+            program = torch.onnx.export(step.eval(), (ids, mask, past), f=None, dynamic_shapes=shapes,
+                                         input_names=["input_ids", "attention_mask", *names], output_names=outputs,
+                                         artifacts_dir=folder, verbose=False)
+            assert program is not None
+            program.save(str(path), external_data=False)
+            model = onnx.load(str(path))  # the file ONNX Runtime runs, read back: E and U come from it
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = options.inter_op_num_threads = 1  # tiny models: deterministic, fastest
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    finally:
+        quiet.setLevel(level)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), "?")
     version = f"onnxruntime {ort.__version__}, torch.onnx.export (torch {torch.__version__}, opset {opset})"
-    return session, graph, version
+    return session, model, version
 
 
 @functools.cache
@@ -409,9 +416,9 @@ def load_reference(preset_name: str) -> OnnxTarget:
     cfg = preset(preset_name)
     model = reference.build(cfg, seed=0)
     with torch.no_grad():
-        session, graph, version = export(_ReferenceStep(model), (cfg.kv_heads, cfg.head_dim), cfg.n_layers,
+        session, proto, version = export(_ReferenceStep(model), (cfg.kv_heads, cfg.head_dim), cfg.n_layers,
                                          cfg.vocab_size)
-    return OnnxTarget(session, graph, f"onnx:reference:{preset_name}", max_positions=cfg.max_positions, config=cfg,
+    return OnnxTarget(session, proto, f"onnx:reference:{preset_name}", max_positions=cfg.max_positions, config=cfg,
                       reference=lambda: model, version=version)
 
 
@@ -428,7 +435,7 @@ def load_hf(preset_name: str) -> OnnxTarget:
     kv = _cache_tensors(getattr(probe, cache_keyword(inspect.signature(model.forward).parameters)))
     n_layers, (_, kv_heads, _, head_dim) = len(kv) // 2, kv[0].shape
     with torch.no_grad():
-        session, graph, version = export(_HFStep(model, n_layers), (kv_heads, head_dim), n_layers,
+        session, proto, version = export(_HFStep(model, n_layers), (kv_heads, head_dim), n_layers,
                                          int(model.config.vocab_size))
     import transformers
 
@@ -442,7 +449,7 @@ def load_hf(preset_name: str) -> OnnxTarget:
             config, reference = CONVERTERS[hf_cfg.model_type].config(hf_cfg), functools.partial(from_hf, model)
     except ImportError:
         pass
-    return OnnxTarget(session, graph, f"onnx:hf:{preset_name}", max_positions=int(ctx or 1 << 30), config=config,
+    return OnnxTarget(session, proto, f"onnx:hf:{preset_name}", max_positions=int(ctx or 1 << 30), config=config,
                       reference=reference, version=f"{version}, transformers {transformers.__version__}")
 
 

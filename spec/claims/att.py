@@ -115,15 +115,21 @@ def _expected_weights(q: Tensor, k: Tensor, alibi: bool) -> Tensor:
                "d_head the width of the exposed queries, with q and k after positions, must equal the target's "
                "attention weights at every layer drawn. Grouped heads read their shared key head. ALiBi models add "
                "slope_h (j - i) to each score (config exposed), with the standard slopes computed here "
-               "independently; a model with another scale (attn_scale) fails, as it should")
+               "independently; a model with another scale (attn_scale) fails, as it should. Without config the "
+               "position scheme is unknown: of the two documented forms, plain and ALiBi, the one closer to the "
+               "target's weights is checked (an opaque ALiBi model is not a failure; a wrong scale matches neither)")
 def att_2(target: Target, data: st.DataObject) -> None:
     """attention_weights[layer] == softmax(causal(q k^T / sqrt(d_head) [+ ALiBi])) from queries_keys."""
     layer = data.draw(st.integers(0, _n_layers(target) - 1), label="layer")
     ids = data.draw(target_ids(target, max_len=10, batch=data.draw(st.integers(1, 2), label="batch")), label="ids")
     q, k = target.queries_keys(layer, ids)
-    alibi = "config" in target.capabilities and target.config().positions == "alibi"
-    got = target.attention_weights(ids)[layer]
-    assert_close(got.double(), _expected_weights(q, k, alibi), CLASSES[target.tolerance],
+    got = target.attention_weights(ids)[layer].double()
+    if "config" in target.capabilities:
+        want = _expected_weights(q, k, target.config().positions == "alibi")
+    else:
+        want = min((_expected_weights(q, k, alibi) for alibi in (False, True)),
+                   key=lambda w: float((w - got).abs().max()))
+    assert_close(got, want, CLASSES[target.tolerance],
                  f"layer {layer}: attention weights vs softmax(q.k / sqrt({q.shape[-1]}))")
 
 

@@ -66,12 +66,24 @@ def _cos(E: Tensor, i: int, j: int) -> float:
 
 
 def _lookup_stage(target: Target, ids: Tensor) -> tuple[bool, float, bool]:
-    """(additive positions?, embedding scale, norm after the lookup?) from config, else measured on embed."""
+    """(additive positions?, embedding scale, norm after the lookup?) from config, else measured on embed.
+
+    Measured (an opaque target): positions are additive when one token repeated gives different rows; otherwise
+    the rows are E[ids] itself, or s * E[ids] for one least-squares s (within the tolerance class), or else taken
+    as normed, which ``_normed_lookup`` then checks (a lookup of another row fits no norm of the right one)."""
     if "config" in target.capabilities:
         cfg = target.config()
         return cfg.positions in ("learned", "sinusoidal"), cfg.embedding_scale, cfg.embedding_norm
     const = target.embed(ids[:1, :1].expand(1, max(2, ids.shape[1])).contiguous())
-    return not bool((const == const[:, :1]).all()), 1.0, False
+    if not bool((const == const[:, :1]).all()):
+        return True, 1.0, False
+    got, rows = target.embed(ids).double(), target.embedding_matrix()[ids].double()
+    if torch.equal(got, rows):
+        return False, 1.0, False
+    scale = float((got * rows).sum() / (rows * rows).sum().clamp_min(1e-300))
+    tol = CLASSES[target.tolerance]
+    scaled = torch.allclose(got, scale * rows, rtol=tol.rtol, atol=tol.atol)
+    return False, scale if scaled else 1.0, not scaled
 
 
 def _normed_lookup(target: Target, ids: Tensor, got: Tensor, E: Tensor, what: str) -> None:

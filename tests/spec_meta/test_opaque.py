@@ -65,3 +65,26 @@ def test_opaque_kind_in_the_registry_and_ref1_has_no_converter() -> None:
     load_all()
     assert run_claim(CATALOG["REF-1"], t).status == NO_CONVERTER
     assert run_claim(CATALOG["POS-2"], t).status == NOT_EXPOSED  # it needs config
+
+
+def test_claims_measure_without_config_what_config_would_say() -> None:
+    """On an opaque target EMB-1 and EMB-3 measure the lookup stage (a scale, a norm after the lookup) and ATT-2 takes
+    the documented score form (plain or ALiBi) closer to the weights: correct models pass, a wrong row or scale
+    fails."""
+    from hypothesis import settings
+
+    import reference
+    from reference.embedding import Embedding
+    from spec.targets.mutants import Mutant, OffByOneEmbedding
+
+    load_all()
+    quick = settings(settings.get_profile("ci"), max_examples=8)
+    for preset in ("bloom-tiny", "gemma-tiny"):  # an embedding norm and ALiBi; a scaled lookup
+        t = resolve(f"opaque:reference:{preset}")
+        for c in ("EMB-1", "EMB-3", "ATT-2"):
+            assert run_claim(CATALOG[c], t, profile=quick).status == "passed", (preset, c)
+    wrong_row = Mutant("off-by-one", "", "", "", "bloom-tiny", modules=((Embedding, OffByOneEmbedding),))
+    t = OpaqueTarget(MutantTarget(wrong_row, reference.build(reference.preset("bloom-tiny"))))
+    for c in ("EMB-1", "EMB-3"):
+        assert run_claim(CATALOG[c], t, profile=quick).status == "failed", c
+    assert run_claim(CATALOG["ATT-2"], resolve("opaque:mutant:attn-scale-none"), profile=quick).status == "failed"

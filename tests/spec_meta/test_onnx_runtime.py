@@ -6,13 +6,14 @@ NEXT_TOKEN_SPEC_REQUIRE_PEERS=1 they fail instead: `nox -s peers`, which install
 file, so CI runs these tests there and never skips them silently. The refusals need no peer package and always run.
 
 Each target is exported once per process (spec.targets.onnx_runtime caches them): 25-80 s each on 2 cores at
-load 6-13; the whole file took 190 s at load ~12 (69 s of CPU).
+load 6-13; the whole file took 190-222 s at load 12-15 (67-69 s of CPU).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -51,10 +52,10 @@ def _batch(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def _agree(target: Target, logits_of: object) -> None:
+def _agree(target: Target, logits_of: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]) -> None:
     """Logits with and without padding, and cached decoding from every prefill, equal the torch model's."""
     ids, mask = _batch(target.vocab_size)
-    want_plain, want_padded = logits_of(ids, None), logits_of(ids, mask)  # type: ignore[operator]
+    want_plain, want_padded = logits_of(ids, None), logits_of(ids, mask)
     assert_close(target.logits(ids), want_plain, FLOAT32, "ONNX Runtime logits vs torch")
     got = target.logits(ids, mask)
     for r in range(ids.shape[0]):

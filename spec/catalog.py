@@ -36,6 +36,7 @@ class Claim:
     # executable documentation: the documents' mathematics shown on the target's numbers (or on none), not a check
     # of the target's own computation; held, it is reported "illustrated", never "passed" (spec.runner)
     illustration: str = ""  # why this claim cannot be a check of an implementation
+    needs_any: tuple[str, ...] = ()  # capabilities of which the target must expose at least one (NORM-1: a norm)
 
     @property
     def family(self) -> str:
@@ -48,7 +49,10 @@ class Claim:
     def missing(self, target: Target) -> list[str]:
         """The capabilities this claim needs that the target does not expose."""
         have = target.capabilities
-        return [c for c in self.needs if c not in have]
+        missing = [c for c in self.needs if c not in have]
+        if self.needs_any and not set(self.needs_any) & have:
+            missing.append(" or ".join(self.needs_any))
+        return missing
 
 
 CATALOG: dict[str, Claim] = {}
@@ -74,11 +78,12 @@ FAMILY_ORDER = ("TOK", "EMB", "POS", "ATT", "MLP", "RES", "NORM", "BLK", "OUT", 
 
 def claim(id: str, statement: str, *, source: str, needs: tuple[str, ...] = (), tolerance: str,
           kind: str = "numeric", max_examples: int | None = None, precise: str = "",
-          alpha: float | None = None, illustration: str = "") -> Callable[[Check], Check]:
+          alpha: float | None = None, illustration: str = "",
+          needs_any: tuple[str, ...] = ()) -> Callable[[Check], Check]:
     """Register the decorated property under ``id``."""
     if not _ID.match(id):
         raise ValueError(f"claim id {id!r} must look like 'ABC-1'")
-    unknown = [c for c in needs if c not in CAPABILITIES]
+    unknown = [c for c in (*needs, *needs_any) if c not in CAPABILITIES]
     if unknown:
         raise ValueError(f"claim {id} needs unknown capabilities {unknown}")
     if kind not in ("exact", "numeric", "statistical"):
@@ -91,7 +96,7 @@ def claim(id: str, statement: str, *, source: str, needs: tuple[str, ...] = (), 
         if id in CATALOG:
             raise ValueError(f"claim {id} registered twice")
         CATALOG[id] = Claim(id, statement, source, tuple(needs), tolerance, fn, kind, max_examples, precise, alpha,
-                            illustration)
+                            illustration, tuple(needs_any))
         return fn
 
     return register

@@ -125,7 +125,7 @@ def catalog_markdown(claims: list[Claim]) -> str:
              "\"illustrated\", never \"passed\".", "",
              "| ID | claim | source | needs | kind | tolerance |", "|---|---|---|---|---|---|"]
     for c in claims:
-        needs = ", ".join(c.needs) or "logits only"
+        needs = ", ".join([*c.needs, *([" or ".join(c.needs_any)] if c.needs_any else [])]) or "logits only"
         kind = f"{c.kind}; illustration: {c.illustration}" if c.illustration else c.kind
         cells = [c.id, c.statement, c.source, needs, kind, c.tolerance]
         lines.append("| " + " | ".join(x.replace("|", "/").replace("\n", " ") for x in cells) + " |")

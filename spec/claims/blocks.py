@@ -266,7 +266,7 @@ def _norms(target: Target, layer: int) -> list[tuple[str, Callable[[Tensor], Ten
 
 @claim("NORM-1", "Norms see only direction: LayerNorm and RMSNorm give the same output for x and a x (a > 0) up to "
                  "eps, and LayerNorm also ignores a constant added to every coordinate.",
-       source="tokens-as-directions §2", needs=(),
+       source="tokens-as-directions §2", needs_any=("sublayers", "final_norm"),
        tolerance="the target's tolerance class, on inputs large enough that eps moves the output by at most 1/100 of "
                  "its relative tolerance (see precise)",
        precise="with eps = 0 the invariance is exact. With eps > 0 a norm divides by sqrt(v + eps) (v the variance, "

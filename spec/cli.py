@@ -3,7 +3,7 @@
     next-token-spec list [--markdown]
     next-token-spec check TARGET [--device D] [--dtype T] [--profile P] [--report FILE] [--claim ID ...]
                          [--expectations PATH | --no-expectations] [--shrink-seconds S] [--seed N] [--timeout S]
-                         [--quiet]
+                         [--quiet] [-j N]
     next-token-spec explain "PROMPT" [--target smollm2|builtin|T] [--steps N] [--temperature T]
     next-token-spec figures OUTDIR [--target T] [--only STEM ...]
     next-token-spec zoo [--markdown] [--mutant NAME ...]
@@ -104,6 +104,9 @@ def _main(argv: Sequence[str] | None) -> int:
                          help="fail a claim as timed out when one example runs longer than S seconds (default: none)")
     p_check.add_argument("--quiet", action="store_true",
                          help="print only the table, notes and failures (no line per claim, no progress)")
+    p_check.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
+                         help="run the claims in N worker processes, each loading the target once (default: the "
+                              "cores available; 1: in this process); the results are the same")
 
     p_explain = sub.add_parser("explain", help="follow one prediction through the model, stage by stage")
     p_explain.add_argument("prompt")
@@ -180,6 +183,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _jobs(text: str) -> int:
+    """A number of worker processes: 1..MAX_JOBS (each loads the target; more is a typo)."""
+    from spec.pool import MAX_JOBS
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_JOBS}, got {text!r}")
+    return value
+
+
 def _steps(text: str) -> int:
     value = _positive(text)
     if value > MAX_STEPS:
@@ -217,12 +233,16 @@ def _list(as_markdown: bool) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    """Validate every option, build the target, run the claims; a Ctrl-C keeps what finished (exit 130)."""
+    """Validate every option, build the target, run the claims (in worker processes with -j N > 1, each building
+    the target again); a Ctrl-C keeps what finished (exit 130)."""
+    import gc
+
     from hypothesis import settings
 
     from spec import report
     from spec.catalog import CATALOG, ordered
     from spec.expectations import BUILTIN, for_target
+    from spec.pool import Setup, available_cores, run_pool, threads_per_worker
     from spec.runner import DEFAULT_SHRINK_SECONDS, FAILING, Invocation, run_catalog
     from spec.targets.registry import resolve
 
@@ -244,10 +264,14 @@ def _check(args: argparse.Namespace) -> int:
     how = Invocation(target_spec=args.target, profile=profile, device=args.device, dtype=args.dtype,
                      expectations=args.expectations, no_expectations=args.no_expectations, seed=args.seed,
                      shrink_seconds=shrink, timeout=args.timeout)
+    workers = min(args.jobs or available_cores(), len(claims))  # 1: in this process, as without -j
+    threads = threads_per_worker(workers)
     stream = None if args.quiet else Stream(sys.stdout)
     if stream is not None:
         print(f"target {target.describe()} on {args.device} ({args.dtype}), profile {profile}, "
-              f"{len(claims)} claims, shrinking up to {shrink:g} s per failure", flush=True)
+              f"{len(claims)} claims, shrinking up to {shrink:g} s per failure"
+              + (f", in {workers} worker processes ({threads} torch thread{'s' * (threads > 1)} each)"
+                 if workers > 1 else ""), flush=True)
     results: list[Result] = []
 
     def done(r: Result) -> None:
@@ -257,12 +281,21 @@ def _check(args: argparse.Namespace) -> int:
 
     interrupted = False
     try:
-        run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations, invocation=how,
-                    progress=stream.progress if stream else None, on_result=done)
+        if workers > 1:  # the workers build their own targets: this one, built to check the spec, is let go
+            setup = Setup(args.target, args.device, args.dtype, profile, how, threads, tuple(sys.path))
+            del target
+            gc.collect()
+            run_pool(claims, setup, workers, deviations=deviations, progress=stream.progress if stream else None,
+                     on_result=done)
+        else:
+            run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations,
+                        invocation=how, progress=stream.progress if stream else None, on_result=done)
     except KeyboardInterrupt:  # Ctrl-C: what finished is shown and written, not lost
         interrupted = True
         if stream is not None:
             stream.clear()
+    place = {c.id: i for i, c in enumerate(claims)}
+    results.sort(key=lambda r: place[r.claim])  # the table and the report in catalog order, however they finished
     _print_results(results, gap="\n" if stream else "")
     if args.report:
         report.write(args.report, results, suite=args.target)

@@ -65,7 +65,9 @@ def _claim_lines(out: str) -> list[tuple[str, str, int]]:
 
 
 def test_check_streams_one_line_per_claim_in_catalog_order(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "reference:gpt2-tiny", "--claim", "EMB-5", "--claim", "EMB-1", "--profile", "ci"]) == 0
+    # in this process (-j 1): claims finish in catalog order; with workers they stream as they finish (test_jobs.py)
+    assert main(["check", "reference:gpt2-tiny", "--claim", "EMB-5", "--claim", "EMB-1", "--profile", "ci",
+                 "-j", "1"]) == 0
     out = capsys.readouterr().out
     lines = _claim_lines(out)
     order = [c.id for c in ordered() if c.id in ("EMB-1", "EMB-5")]

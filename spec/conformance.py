@@ -26,6 +26,7 @@ from spec import profiles
 PEER_TARGETS: tuple[str, ...] = ("reference:gpt2-tiny", "tlens:gpt2-tiny", "reference:llama-tiny", "tlens:llama-tiny",
                                  "onnx:reference:llama-tiny", "reference:bloom-tiny", "tlens:bloom-tiny",
                                  "tlens:smollm2", "llamacpp:smollm2", "onnx:hf:llama")
+PEER_TARGETS += ("compiled:reference:llama-tiny", "compiled:hf:llama")  # under torch.compile (spec/targets/compiled.py)
 
 
 def _section(spec: str, profile: str, expectations: Path | None,

@@ -235,14 +235,12 @@ def _list(as_markdown: bool) -> int:
 def _check(args: argparse.Namespace) -> int:
     """Validate every option, build the target, run the claims (in worker processes with -j N > 1, each building
     the target again); a Ctrl-C keeps what finished (exit 130)."""
-    import gc
-
     from hypothesis import settings
 
     from spec import report
     from spec.catalog import CATALOG, ordered
     from spec.expectations import BUILTIN, for_target
-    from spec.pool import Setup, available_cores, run_pool, threads_per_worker
+    from spec.pool import Setup, available_cores, release_parent_copy, run_pool, threads_per_worker
     from spec.runner import DEFAULT_SHRINK_SECONDS, FAILING, Invocation, run_catalog
     from spec.targets.registry import resolve
 
@@ -284,7 +282,7 @@ def _check(args: argparse.Namespace) -> int:
         if workers > 1:  # the workers build their own targets: this one, built to check the spec, is let go
             setup = Setup(args.target, args.device, args.dtype, profile, how, threads, tuple(sys.path))
             del target
-            gc.collect()
+            release_parent_copy()
             run_pool(claims, setup, workers, deviations=deviations, progress=stream.progress if stream else None,
                      on_result=done)
         else:

@@ -22,6 +22,8 @@ the parent with the worker's traceback as a note, as it would be in one process.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -175,6 +177,20 @@ def _context() -> Any:  # a SpawnContext or ForkServerContext (the latter POSIX 
     return ctx
 
 
+def release_parent_copy() -> None:
+    """Give back the memory of the parent's own copy of the target, once the caller has dropped its references:
+    the loaded models a target module keeps for the process's life (spec.targets.smollm2), collected, and the freed
+    heap returned to the system (glibc's malloc_trim; elsewhere the allocator decides). SmolLM2: ~990 -> ~250 MB."""
+    import gc
+
+    smollm2 = sys.modules.get("spec.targets.smollm2")
+    if smollm2 is not None:
+        smollm2.forget()
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 @dataclass
 class _Worker:
     proc: BaseProcess
@@ -286,4 +302,4 @@ def _portable(err: BaseException) -> BaseException:
     return out
 
 
-__all__ = ["MAX_JOBS", "Setup", "available_cores", "run_pool", "threads_per_worker"]
+__all__ = ["MAX_JOBS", "Setup", "available_cores", "release_parent_copy", "run_pool", "threads_per_worker"]

@@ -332,6 +332,14 @@ def load_hf(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float
     return target
 
 
+def forget() -> None:
+    """Drop the loaded targets and the parsed file this process keeps (``check -j N``'s parent, whose workers load
+    their own: ~750 MB back)."""
+    _LOADED.clear()
+    _reference_parts.cache_clear()
+    hf_tokenizer.cache_clear()
+
+
 def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:
     if rest == "":
         return load_reference(device, dtype)

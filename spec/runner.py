@@ -370,7 +370,7 @@ def run_claim(claim: Claim, target: Target, *, profile: settings | None = None,
         SKIPPED_PARTS.reset(parts)
         NOTES.reset(noted)
         unchecked()
-    if result.status == FAILED:
+    if result.status in FAILING:
         result.reproduce = how.command(claim.id, target)
     result.examples = count[0]
     result.worst = rec.worst if rec.comparisons else None

@@ -294,9 +294,8 @@ def _gqa_config(data: st.DataObject, target: Target) -> ModelConfig:
     kv = data.draw(st.sampled_from([1, 2]), label="kv_heads")
     try:
         return cfg.with_(n_heads=4, n_kv_heads=kv)
-    except ValueError:  # a family's own head width (d_model / heads) leaves no valid rotary width at 4 heads
-        assume(False)
-        raise
+    except ValueError as exc:  # a family's own head width (d_model / heads) leaves no valid rotary width at 4 heads
+        raise NotExposed("build", f"{target.name} cannot take 4 query heads at the drawn width: {exc}") from exc
 
 
 @claim("ATT-6", "Multi-head attention: concatenating the heads and projecting by W_O equals summing each head's "

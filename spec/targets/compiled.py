@@ -26,9 +26,9 @@ runs the compiled graphs, with Dynamo's graph breaks where the model has them (t
 ``queries_keys`` (the whole model, then a projection) is the inner target's method under ``torch.compile`` with
 the same settings. The methods that compute with a part of the model (``final_norm``, ``embed``, ``sublayers``'s
 functions) are compiled with ``fullgraph=True``: a graph break there would run that part's own math eagerly, so
-what Dynamo cannot capture as one graph is *not exposed*, with Dynamo's reason (on the reference,
-``sublayers.attention`` and ``sublayers.block``: ``scaled_dot_product_attention`` refuses the SymBool that
-``t > 1`` and ``k.shape[1] != q.shape[1]`` become under dynamic shapes).
+what Dynamo cannot capture as one graph is *not exposed*, with Dynamo's reason. (The reference's
+``sublayers.attention`` was such a part until ReferenceSublayers passed ``is_causal`` as a plain bool:
+``scaled_dot_product_attention`` refuses the SymBool ``t > 1`` becomes under dynamic shapes.)
 
 What it does not claim. Every compiled capability counts the compiled graphs that ran during the call (a backend
 that wraps the chosen one and counts, ``_CountingBackend``) and fails the call if none ran: a check never passes
@@ -310,14 +310,27 @@ class CompiledTarget(Target):
     def _whole(self, capability: str, method: Callable[..., Any], *args: Any) -> Any:
         """One of the inner target's methods that computes with a part of the model, under torch.compile with
         fullgraph=True: Dynamo captures it whole or it is not exposed, naming why (a graph break there would run
-        that part's math eagerly, unlike the model's own graph breaks, which are at its Python input checks)."""
+        that part's math eagerly, unlike the model's own graph breaks, which are at its Python input checks).
+
+        dynamic=True is applied as it is to the model's ids: the arguments' batch and length dimensions are marked
+        dynamic, their width and the weights stay static. torch.compile(dynamic=True) on a method would make the
+        weights' shapes symbolic too (they are reached through the target, not a module): measured on the
+        reference, the head counts became symbolic and scaled_dot_product_attention refused enable_gqa=SymBool."""
         if capability in self._not_whole:
             raise NotExposed(capability.partition(".")[0], self._not_whole[capability])
-        fn = torch.compile(method, backend=self.backend, dynamic=self.settings.dynamic, fullgraph=True)
+        dynamic = self.settings.dynamic
+        if dynamic:  # as for the model's ids: batch and length dynamic, widths and weights static
+            for arg in args:
+                if isinstance(arg, Tensor):
+                    for dim in range(arg.dim() - (1 if arg.is_floating_point() else 0)):
+                        torch._dynamo.maybe_mark_dynamic(arg, dim)
+            dynamic = None
+        fn = torch.compile(method, backend=self.backend, dynamic=dynamic, fullgraph=True)
         try:
             with self._through(capability):
                 return fn(*args)
-        except torch._dynamo.exc.Unsupported as err:
+        except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError,
+                torch._dynamo.exc.UncapturedHigherOrderOpError) as err:  # what fullgraph=True raises at a break
             lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
             why = next((line.removeprefix("Developer debug context:").strip() for line in lines
                         if line.startswith("Developer debug context:")), lines[0])

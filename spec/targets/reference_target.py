@@ -33,7 +33,12 @@ class ReferenceSublayers:
         """The rotary angles or ALiBi bias the model's own forward would pass this block."""
         cfg, b, t = self.cfg, x.shape[0], x.shape[1]
         pos = torch.arange(t, device=x.device).expand(b, t)
-        kw: dict[str, Any] = {"causal": t > 1, "mask": None}
+        # A branch, not "causal": t > 1: under torch.compile with dynamic shapes that is a SymBool (bool() keeps it
+        # one), which scaled_dot_product_attention's is_causal refuses: compiled:<target> could not compile
+        # attention and block as one graph
+        kw: dict[str, Any] = {"causal": False, "mask": None}
+        if t > 1:
+            kw["causal"] = True
         if cfg.positions == "rotary":
             kw["rotary"] = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, x.dtype)
         elif cfg.positions == "alibi":

@@ -350,7 +350,7 @@ def emb_7(target: Target, data: st.DataObject) -> None:
                       torch.cat([ctx, torch.full_like(ids[:, :1], b)], 1)])
     shared = ids[:, 1:].expand(2, -1)  # the same targets before the last position
     targets = torch.cat([shared, torch.tensor([[x], [y]], device=ids.device)], 1)
-    gaps = []
+    gaps: list[str] = []
     for lr in _EMB7_LRS:  # the first-order gap, lr |J^T (e_x - e_y)|^2 / N, wins as lr shrinks
         if gaps:  # a fresh copy of the same model, rows tied again
             sub = target.build(cfg, seed=seed)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from spec.catalog import claim
 from spec.claims.soft import exact_softmax, softmax_error_bound, unit_roundoff, within
-from spec.strategies import built_configs, permutations, seeds, target_ids
+from spec.strategies import built_configs, permutations, seeds, target_ids, token_ids
 from spec.target import Target, note
 from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, assert_logits_close, check
 
@@ -205,10 +205,14 @@ def out_2(target: Target, data: st.DataObject) -> None:
        tolerance="exact: tying shares the weights, so U and E^T agree bit for bit",
        precise="'separate U' is made checkable as: U has shape [d, V] and differs from E^T (an untied model whose U "
                "happened to equal E^T would be indistinguishable from a tied one). The target's config says which it "
-               "claims to be; where the target can build models, freshly built tied and untied ones are checked too")
+               "claims to be; where the target can build models, freshly built tied and untied ones are checked too, "
+               "and a built tied model that can be trained (train_step) must still unembed with E^T after one SGD "
+               "step: tying is one matrix used twice (tokens-as-directions §3.2, 'simply given as the transpose'), "
+               "so a copy of E^T, equal until it is trained, is not tied")
 def out_3(target: Target, data: st.DataObject) -> None:
     """cfg.tied_embeddings => unembedding()[0] == embedding_matrix().T exactly; untied => U is [d, V] and != E^T.
-    With ``build``, the same holds for a model built from a drawn config with a drawn tied flag."""
+    With ``build``, the same holds for a model built from a drawn config with a drawn tied flag, and for a built tied
+    model again after one train_step."""
     subjects = [target]
     if "build" in target.capabilities:
         tied = data.draw(st.booleans(), label="built_tied")

@@ -21,7 +21,7 @@ from spec import profiles  # noqa: F401  (registers the "ci" profile)
 from spec.catalog import CATALOG, load_all
 from spec.errors import InputError
 from spec.kit import Layout, ModuleTarget, resolve_path
-from spec.runner import PASSED, run_claim
+from spec.runner import PARTLY, PASSED, run_claim
 from spec.target import NotExposed
 from spec.tolerance import CLASSES, assert_close
 
@@ -198,6 +198,7 @@ def test_a_transformers_gpt2_through_attribute_paths() -> None:
             assert_close(getattr(s, part)(x), getattr(r, part)(x), TOL, f"layer {layer}: {part}")
     ci = settings.get_profile("ci")
     load_all()
-    for cid in ("EMB-1", "OUT-1", "BLK-1", "RES-1"):
+    # RES-1 without build: its half on the model's own blocks runs, the zeroed-projection half is skipped by name
+    for cid, want in (("EMB-1", PASSED), ("OUT-1", PASSED), ("BLK-1", PASSED), ("RES-1", PARTLY)):
         result = run_claim(CATALOG[cid], kit, profile=ci, target_spec="gpt2-kit", profile_name="ci")
-        assert result.status == PASSED, (cid, result.status, result.detail)
+        assert result.status == want, (cid, result.status, result.detail)

@@ -23,49 +23,13 @@ from torch import Tensor
 
 from reference.block import Block
 from spec.catalog import claim
+from spec.probes import drawn_layer, hidden_states, width
 from spec.strategies import built_configs, generator, scales, seeds, target_ids
 from spec.target import NotExposed, Sublayers, Target, skip_part
 from spec.tolerance import CLASSES, assert_close, assert_equal, check
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _width(target: Target) -> int:
-    """d_model from the target's config, embedding table or unembedding, whichever it exposes."""
-    have = target.capabilities
-    if "config" in have:
-        return target.config().d_model
-    if "embedding_matrix" in have:
-        return int(target.embedding_matrix().shape[1])
-    if "unembedding" in have:
-        return int(target.unembedding()[0].shape[0])
-    raise NotExposed("config", "the residual width d_model is needed (config, embedding_matrix or unembedding)")
-
-
-def _n_layers(target: Target) -> int:
-    """The number of blocks, from config or residual_states; 1 (test block 0 only) when neither is exposed."""
-    have = target.capabilities
-    if "config" in have:
-        return target.config().n_layers
-    if "residual_states" in have:
-        return len(target.residual_states(torch.zeros(1, 1, dtype=torch.long, device=target.device))) - 1
-    return 1
-
-
-def _layer(data: st.DataObject, target: Target) -> int:
-    return data.draw(st.integers(0, max(0, _n_layers(target) - 1)), label="layer")
-
-
-def _hidden(data: st.DataObject, target: Target, d: int, *, label: str, min_seq: int = 1, max_seq: int = 8,
-            scale: tuple[float, float] = (0.5, 4.0), batch: int | None = None, seq: int | None = None) -> Tensor:
-    """Seeded Gaussian hidden states [B, T, d] times a drawn scale, plus a drawn offset, in the target's dtype."""
-    b = batch if batch is not None else data.draw(st.integers(1, 2), label=f"{label}_batch")
-    t = seq if seq is not None else data.draw(st.integers(min_seq, max_seq), label=f"{label}_seq")
-    s = data.draw(st.floats(*scale), label=f"{label}_scale")
-    offset = data.draw(st.floats(-1.0, 1.0), label=f"{label}_offset")
-    x = torch.randn(b, t, d, generator=generator(data.draw(seeds, label=f"{label}_seed")), dtype=torch.float64)
-    return (x * s + offset).to(dtype=target.dtype, device=target.device)
-
-
 def _subjects(target: Target, data: st.DataObject, *, max_layers: int = 1) -> list[Target]:
     """The target itself, plus (with ``build``) a model of this implementation built from a drawn config."""
     out = [target]
@@ -141,11 +105,11 @@ def mlp_1(target: Target, data: st.DataObject) -> None:
     exceeds atol + 4 rtol max|mlp|; and where the weights are exposed, mlp(x) equals the by-hand formula."""
     for subject in _subjects(target, data):
         tol = CLASSES[subject.tolerance]
-        d = _width(subject)
-        layer = _layer(data, subject)
+        d = width(subject)
+        layer = drawn_layer(data, subject)
         s = subject.sublayers(layer)
-        x = _hidden(data, subject, d, label="x", min_seq=2, scale=(0.5, 3.0))
-        y = _hidden(data, subject, d, label="y", batch=x.shape[0], seq=x.shape[1], scale=(0.5, 3.0))
+        x = hidden_states(data, subject, d, label="x", min_seq=2, scale=(0.5, 3.0))
+        y = hidden_states(data, subject, d, label="y", batch=x.shape[0], seq=x.shape[1], scale=(0.5, 3.0))
         fx = s.mlp(x)
         check(tuple(fx.shape) == tuple(x.shape), f"{subject.name}: mlp maps {tuple(x.shape)} to {tuple(fx.shape)}")
         fy, fxy, f0 = s.mlp(y), s.mlp(x + y), s.mlp(torch.zeros_like(x))
@@ -172,14 +136,14 @@ def mlp_2(target: Target, data: st.DataObject) -> None:
     """mlp(x') == mlp(x) off position j when x' differs from x only at j; mlp(x)[:, i] == mlp(x[:, i:i+1])[:, 0];
     mlp(x[:, perm]) == mlp(x)[:, perm]."""
     tol = CLASSES[target.tolerance]
-    d = _width(target)
-    layer = _layer(data, target)
+    d = width(target)
+    layer = drawn_layer(data, target)
     s = target.sublayers(layer)
-    x = _hidden(data, target, d, label="x", min_seq=2)
+    x = hidden_states(data, target, d, label="x", min_seq=2)
     t = x.shape[1]
     j = data.draw(st.integers(0, t - 1), label="changed_position")
     x2 = x.clone()
-    x2[:, j] = x[:, j] + 1.0 + _hidden(data, target, d, label="change", batch=x.shape[0], seq=1)[:, 0]
+    x2[:, j] = x[:, j] + 1.0 + hidden_states(data, target, d, label="change", batch=x.shape[0], seq=1)[:, 0]
     out, out2 = s.mlp(x), s.mlp(x2)
     keep = [i for i in range(t) if i != j]
     assert_close(out2[:, keep], out[:, keep], tol, f"layer {layer}: outputs off position {j} after changing it")
@@ -219,10 +183,10 @@ def res_1(target: Target, data: st.DataObject) -> None:
     """block(x) == x + a + m for drawn x at a drawn layer; with ``build`` (and a live reference_model), a model
     with zeroed output projections has block(x) == x exactly and every residual state equal to the embedding."""
     tol = CLASSES[target.tolerance]
-    d = _width(target)
-    layer = _layer(data, target)
+    d = width(target)
+    layer = drawn_layer(data, target)
     s = target.sublayers(layer)
-    x = _hidden(data, target, d, label="x")
+    x = hidden_states(data, target, d, label="x")
     a, m = _block_formula(s, x)
     assert_close(s.block(x), x + a + m, tol, f"layer {layer} ({'parallel' if s.parallel else 'sequential'}): "
                                               "block(x) vs x + attention part + MLP part")
@@ -235,7 +199,7 @@ def res_1(target: Target, data: st.DataObject) -> None:
         skip_part(NotExposed("reference_model", "the built model's reference_model() is missing or a copy: the "
                                                 "zero-projection half needs a live weight handle"))
         return
-    xb = _hidden(data, subject, cfg.d_model, label="xb")
+    xb = hidden_states(data, subject, cfg.d_model, label="xb")
     for i in range(cfg.n_layers):
         assert_equal(subject.sublayers(i).block(xb), xb, f"built block {i} with zero output projections vs identity")
     if "residual_states" in subject.capabilities:
@@ -284,13 +248,13 @@ def norm_1(target: Target, data: st.DataObject) -> None:
     >= 100 eps / rtol (for x and a x); with config, LayerNorm: norm(x + c) == norm(x), RMSNorm: norm(x + c) != norm(x)
     for centred x and c of the order of its spread."""
     tol = CLASSES[target.tolerance]
-    d = _width(target)
-    layer = _layer(data, target)
+    d = width(target)
+    layer = drawn_layer(data, target)
     cfg = target.config() if "config" in target.capabilities else None
     eps = cfg.norm_eps if cfg is not None else 1e-5
     min_std = math.sqrt(100 * eps / max(tol.rtol, 1e-12))
     a = data.draw(scales(0.05, 20.0), label="a")
-    raw = _hidden(data, target, d, label="x", scale=(1.0, 1.0)).double()
+    raw = hidden_states(data, target, d, label="x", scale=(1.0, 1.0)).double()
     raw = raw - raw.mean(dim=-1, keepdim=True)
     raw = raw / raw.std(dim=-1, unbiased=False, keepdim=True).clamp_min(1e-12)
     std = max(min_std, min_std / a) * data.draw(st.floats(1.0, 4.0), label="std_factor")
@@ -335,14 +299,14 @@ def blk_1(target: Target, data: st.DataObject) -> None:
     """block(x) == pre-norm formula (sequential or parallel) for drawn x; residual_states(ids) are n_layers + 1
     tensors [B, T, d]; states[l + 1] == sublayers(l).block(states[l]) for unpadded ids."""
     tol = CLASSES[target.tolerance]
-    d = _width(target)
+    d = width(target)
     cfg = target.config() if "config" in target.capabilities else None
-    layer = _layer(data, target)
+    layer = drawn_layer(data, target)
     s = target.sublayers(layer)
     if cfg is not None:
         check(s.parallel == cfg.parallel_residual,
               f"sublayers.parallel = {s.parallel} but config.parallel_residual = {cfg.parallel_residual}")
-    x = _hidden(data, target, d, label="x")
+    x = hidden_states(data, target, d, label="x")
     out = s.block(x)
     check(tuple(out.shape) == tuple(x.shape), f"block {layer} maps {tuple(x.shape)} to {tuple(out.shape)}")
     a = s.attention(s.norm1(x))

@@ -140,6 +140,10 @@ class Attention(nn.Module):
         self.b_K = nn.Parameter(torch.zeros(hkv * dh, **kw)) if qkv_bias else None  # type: ignore[arg-type]
         self.b_V = nn.Parameter(torch.zeros(hkv * dh, **kw)) if qkv_bias else None  # type: ignore[arg-type]
         self.b_O = nn.Parameter(torch.zeros(d, **kw)) if cfg.attn_out_bias else None  # type: ignore[arg-type]
+        # Named seams (identities): forward hooks on them see the values of the new tokens [batch, kv_heads, seq,
+        # d_head] and each head's mix of values before W_O [batch, n_heads, seq, d_head] (claim ATT-5)
+        self.hook_v = nn.Identity()
+        self.hook_mix = nn.Identity()
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values of x [batch, seq, d_model], split into heads (claim ATT-1)."""
@@ -159,6 +163,7 @@ class Attention(nn.Module):
         """
         cfg = self.cfg
         q, k, v = self.project(x)  # [batch, heads, seq, d_head]
+        v = self.hook_v(v)
         if rotary is not None:  # queries and keys turned together: one rotation's worth of ops per layer
             cos, sin = rotary
             qk = apply_rotary(torch.cat((q, k), dim=1), cos, sin, cfg.rotary_interleaved)
@@ -174,5 +179,6 @@ class Attention(nn.Module):
             out, weights = explicit_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, cfg.scale, bias)
         else:
             out = fast_attention(q, k, v, mask, cfg.scale, bias, causal)  # shares KV heads without copies
+        out = self.hook_mix(out)  # [batch, n_heads, q, d_head]
         return linear(merge_heads(out), self.W_O, self.b_O), weights
 

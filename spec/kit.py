@@ -34,8 +34,9 @@ capability                derived from
 ``device``, ``dtype``     the module's first parameter; ``tolerance`` from the dtype unless given
 ========================  ===================================================================================
 
-Everything else is passed through as given (``queries_keys``, ``softmax``, ``filtered_probabilities``,
-``sample``, ``generate``, ``tokenizer``, ``config``, ``reference_model``, ``build``, ``buildable``), each a callable
+Everything else is passed through as given (``queries_keys``, ``attention_values``, ``softmax``,
+``filtered_probabilities``, ``sample``, ``generate``, ``tokenizer``, ``config``, ``reference_model``, ``build``,
+``buildable``), each a callable
 with the ``Target`` method's signature (the tokenizer an object). What is neither derived nor given stays
 *not exposed*: ``capabilities`` lists exactly what the target has. docs/adapters.md, "The adapter kit".
 """
@@ -111,6 +112,7 @@ class ModuleTarget(Target):
         attention_weights: str | None = None,
         cached_forward: Callable[[], Stepper] | None = None,
         queries_keys: Callable[[int, Tensor], tuple[Tensor, Tensor]] | None = None,
+        attention_values: Callable[[int, Tensor], tuple[Tensor, Tensor]] | None = None,
         softmax: Callable[[Tensor, float], Tensor] | None = None,
         filtered_probabilities: Callable[[Tensor, float, int | None, float | None], Tensor] | None = None,
         sample: Callable[[Tensor, torch.Generator, float, int | None, float | None], Tensor] | None = None,
@@ -153,7 +155,8 @@ class ModuleTarget(Target):
             for part in [*parts, *([attention_weights] if attention_weights else [])]:
                 resolve_path(block, part, f"{blocks}.{i} part")
         self._given: dict[str, Any] = {
-            "decode": cached_forward, "queries_keys": queries_keys, "softmax": softmax,
+            "decode": cached_forward, "queries_keys": queries_keys, "attention_values": attention_values,
+            "softmax": softmax,
             "filtered_probabilities": filtered_probabilities, "sample": sample, "generate": generate,
             "tokenizer": tokenizer, "config": config, "reference_model": reference_model, "build": build}
         self._buildable = buildable
@@ -289,6 +292,9 @@ class ModuleTarget(Target):
 
     def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
         return self._needs("queries_keys")(layer, ids)  # type: ignore[no-any-return]
+
+    def attention_values(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        return self._needs("attention_values")(layer, ids)  # type: ignore[no-any-return]
 
     def softmax(self, logits: Tensor, temperature: float = 1.0) -> Tensor:
         return self._needs("softmax")(logits, temperature)  # type: ignore[no-any-return]

@@ -89,6 +89,8 @@ CAPABILITIES: dict[str, str] = {
     "residual_states": "the residual stream before each block and after the last (before the final norm)",
     "attention_weights": "each layer's attention probabilities [B, heads, T, T]",
     "queries_keys": "a layer's queries and keys, after positions are applied [B, heads, T, d_head]",
+    "attention_values": "a layer's values [B, kv_heads, T, d_head] and each head's mix of them before W_O "
+                        "[B, heads, T, d_head], as the forward pass computed them",
     "sublayers": "one block's norms, attention and MLP as functions of the residual stream",
     "decode": "incremental decoding with a KV cache",
     "softmax": "the target's own softmax with temperature",
@@ -149,6 +151,9 @@ class Target:
 
     def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
         raise NotExposed("queries_keys")
+
+    def attention_values(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotExposed("attention_values")
 
     def sublayers(self, layer: int) -> Sublayers:
         raise NotExposed("sublayers")

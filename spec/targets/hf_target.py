@@ -160,6 +160,12 @@ class HFTarget(Target):
         call = self._attention_calls(ids)[layer]
         return call.queries(), call.key
 
+    def attention_values(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The values the layer handed its attention function and the function's output (each head's mix of values,
+        before o_proj), via AttentionInterface."""
+        call = self._attention_calls(ids)[layer]
+        return call.value, call.output.transpose(1, 2)  # [B, H_kv, T, d_head], [B, H, T, d_head]
+
     @torch.no_grad()
     def attention_weights(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
         """Each layer's weights: as its attention function returned them, or computed from the query, key, scaling
@@ -334,7 +340,7 @@ class HFTarget(Target):
         if self._final_norm is None:
             have -= {"final_norm", "residual_states"}
         if interface_ok(self.model) is not None:
-            have.discard("queries_keys")
+            have -= {"queries_keys", "attention_values"}
             if getattr(getattr(self.model, "config", None), "_attn_implementation", "eager") != "eager":
                 have.discard("attention_weights")
         if not isinstance(layout(self.model), Layout):

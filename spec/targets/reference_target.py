@@ -139,6 +139,21 @@ class ReferenceTarget(Target):
             q, k = apply_rotary(q, cos, sin, cfg.rotary_interleaved), apply_rotary(k, cos, sin, cfg.rotary_interleaved)
         return q, k
 
+    @torch.no_grad()
+    def attention_values(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """What the layer's attention computed in one forward pass, read at its named seams (hook_v, hook_mix)."""
+        attn = self._block(layer).attn
+        seen: dict[str, Tensor] = {}
+        hooks = [getattr(attn, name).register_forward_hook(
+                     lambda _m, _a, out, name=name: seen.__setitem__(name, out.detach()))
+                 for name in ("hook_v", "hook_mix")]
+        try:
+            self.model(ids)
+        finally:
+            for h in hooks:
+                h.remove()
+        return seen["hook_v"], seen["hook_mix"]
+
     def sublayers(self, layer: int) -> Sublayers:
         return ReferenceSublayers(self._block(layer), self.model.cfg)
 

@@ -29,8 +29,9 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from spec.catalog import claim
+from spec.probes import drawn_layer, hidden_states, width
 from spec.strategies import logit_vectors, scales, seeds, temperatures
-from spec.target import Target
+from spec.target import NotExposed, Target, skip_part
 from spec.tolerance import CLASSES, ToleranceClass, assert_close, check
 
 _BOUND = ToleranceClass("derived bound", 1.0, 0.0)  # compares error / bound against 0: within when <= 1
@@ -417,15 +418,61 @@ def soft_6(target: Target, data: st.DataObject) -> None:
 
 @claim("SOFT-7", "Softmax is numerically safe: logits up to 1e4 in magnitude and -inf entries give finite "
                  "probabilities that match an exact computation, with exactly 0 where the logit is -inf.",
-       source="engineering requirement", needs=("softmax",),
+       source="engineering requirement", needs_any=("softmax", "sublayers"),
        tolerance="the derived softmax rounding bound against an independent float64 computation; -inf entries "
-                 "exactly 0",
+                 "exactly 0. Attention part: the target's tolerance class for position 0's update at scale c "
+                 "against c times its update at scale 1 (both less the update of a zero input)",
        precise="'correct' means within the conditioning bound of the module doc: logits of 1e4 in float32 are "
                "themselves only known to ~1e-3, so the bound scales with |z| / T; at least one logit per row stays "
-               "finite (a row of all -inf has no distribution)")
+               "finite (a row of all -inf has no distribution). The attention softmax is held to the same safety where"
+               " the target's attention can be driven directly (sublayers): its input scaled by c multiplies every "
+               "score by c^2, so c up to 1024 (8 in float16, whose range ends at 65504, so a correct q . k itself "
+               "overflows sooner; powers of two, so that c x is exact) gives scores far beyond exp's range (exp "
+               "overflows float32 above 88) on any model whose queries and keys grow with their input. The output must"
+               " be finite at every position, and position 0, which sees only itself, must keep weight exactly 1 on "
+               "its own value: its update less that of a zero input grows exactly linearly in c (the value path is "
+               "linear; rotary and ALiBi change nothing at offset 0). Models that normalise q and k (QK-norm) keep "
+               "their scores bounded and pass trivially")
 def soft_7(target: Target, data: st.DataObject) -> None:
     """For drawn z with |z| <= 1e4, a drawn subset of entries set to -inf (never a whole row), and T in {1, drawn}:
-    softmax(z, T) is finite, exactly 0 on -inf entries, and matches exact float64 softmax(z / T) within the bound."""
+    softmax(z, T) is finite, exactly 0 on -inf entries, and matches exact float64 softmax(z / T) within the bound.
+    With sublayers: the attention of a drawn layer on c x (c up to 1024) is finite, and position 0's update is
+    linear in c (its single weight stays exactly 1)."""
+    if "softmax" in target.capabilities:
+        _soft_7_softmax(target, data)
+    else:
+        skip_part(NotExposed("softmax", "the target's own softmax with temperature (only attention was checked)"))
+    if "sublayers" in target.capabilities:
+        _soft_7_attention(target, data)
+    else:
+        skip_part(NotExposed("sublayers", "driving the target's attention directly (only its softmax was checked)"))
+
+
+# Powers of two, so c x is exact in every binary format and, without biases, position 0's update scales exactly
+_ATTENTION_SCALES = {torch.float16: (1.0, 8.0)}  # the rest: (1, 16, 128, 1024)
+
+
+def _soft_7_attention(target: Target, data: st.DataObject) -> None:
+    """sublayers(l).attention(c x) is finite everywhere, and at position 0 equals base + c (attention(x) - base)
+    with base = attention(0) (the value path through W_O with its biases)."""
+    layer = drawn_layer(data, target)
+    x = hidden_states(data, target, width(target), label="x", min_seq=2, max_seq=6, batch=1)
+    c = data.draw(st.sampled_from(_ATTENTION_SCALES.get(target.dtype, (1.0, 16.0, 128.0, 1024.0))), label="scale")
+    attention = target.sublayers(layer).attention
+    y = attention((c * x.double()).to(target.dtype))  # [1, T, d]
+    check(bool(torch.isfinite(y).all()),
+          f"layer {layer}'s attention of its input times {c:g} is not finite (scores grow as c^2): "
+          f"{(~torch.isfinite(y)).sum().item()} entries of {y.numel()} are inf or NaN, at positions "
+          f"{sorted(set(torch.nonzero(~torch.isfinite(y))[:, 1].tolist()))}")
+    base = attention(torch.zeros_like(x))[:, 0].double()
+    one = attention(x)[:, 0].double() - base
+    assert_close((y[:, 0].double() - base) / c, one, CLASSES[target.tolerance],
+                 f"layer {layer}, position 0 (its own value only): (attention(c x) - attention(0)) / c vs "
+                 f"attention(x) - attention(0), c = {c:g}")
+
+
+def _soft_7_softmax(target: Target, data: st.DataObject) -> None:
+    """The target's softmax on logits up to 1e4 and -inf entries (SOFT-7's first part)."""
     z = _draw_logits(data, target, magnitude=1e4)
     v = z.shape[-1]
     masked = data.draw(st.lists(st.booleans(), min_size=v, max_size=v), label="masked")

@@ -1,5 +1,8 @@
 """The mutant zoo: reference models with one realistic bug each, as spec targets (``mutant:<name>``).
 
+(The same bug classes in HuggingFace models, ``mutant:hf-...``, are in spec.targets.hf_mutants; ``MUTANTS``
+below holds both. Each mutant's ``missing`` says what an opaque target, spec.targets.opaque, lacks to show it.)
+
 Each mutant is the reference with one stage swapped for a broken version of it, the
 way real implementations go wrong: a KV-cache offset counted one too far, left padding
 that shifts positions, a rotary layout that does not match the weights, grouped-query
@@ -48,6 +51,8 @@ from reference.positions import apply_rotary, positions_from_mask, rotary_angles
 from reference.sampling import greedy, top_k_filter, top_p_filter
 from reference.validation import check_ids, check_logits, check_mask, check_temperature, check_top_k, check_top_p
 from spec.target import Target
+from spec.targets import hf_mutants
+from spec.targets.hf_mutants import HF_ZOO, HFMutant
 from spec.targets.reference_target import ReferenceTarget
 
 Filtered = Callable[["Stages", Tensor, float, "int | None", "float | None"], Tensor]
@@ -74,6 +79,11 @@ def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
 def _last_logits(logits: Tensor, mask: Tensor) -> Tensor:
     """The logits that choose the next token: the last column, [batch, seq, V] -> [batch, V]."""
     return logits[:, -1]
+
+
+def _final_norm(norm: nn.Module, h: Tensor) -> Tensor:
+    """The final norm applied to the last residual state, before the unembedding."""
+    return norm(h)  # type: ignore[no-any-return]
 
 
 def _work(logits: Tensor) -> Tensor:
@@ -121,6 +131,7 @@ class Stages:
     weights: Callable[[Tensor, Tensor | None], Tensor] = scores_to_weights  # scores, mask -> attention weights
     packed: bool = False  # attend over the whole batch packed into one sequence (no block mask)
     cache: type[KVCache] = KVCache
+    final_norm: Callable[[nn.Module, Tensor], Tensor] = _final_norm  # (the model's final norm module, h) -> normed
     unembed: Callable[[Tensor, Tensor, Tensor | None], Tensor] = linear
     softmax: Callable[[Tensor, float], Tensor] = reference_softmax
     top_k: Callable[[Tensor, int], Tensor] = top_k_filter
@@ -185,6 +196,7 @@ class ZooAttention(Attention):
         """x [batch, seq, d_model] -> (output [batch, seq, d_model], weights [batch, heads, q, k] when explicit)."""
         cfg, s = self.cfg, self.stages
         q, k, v = self.project(x)  # [batch, heads, seq, d_head]
+        v = self.hook_v(v)
         if rotary is not None:
             cos, sin = rotary
             q, k = s.rotate(q, cos, sin, cfg.rotary_interleaved), s.rotate(k, cos, sin, cfg.rotary_interleaved)
@@ -196,6 +208,7 @@ class ZooAttention(Attention):
         n_rep = cfg.n_heads // cfg.kv_heads
         attend = packed_attention if s.packed else explicit_attention
         out, weights = attend(s, q, s.repeat_kv(k, n_rep), s.repeat_kv(v, n_rep), mask, s.scale(cfg), bias)
+        out = self.hook_mix(out)  # [batch, n_heads, q, d_head]
         return linear(merge_heads(out), self.W_O, self.b_O), weights if explicit else None
 
 
@@ -236,7 +249,7 @@ class ZooModel(Transformer):
             cache.advance(real)
         if last_logits_only:
             h = h[:, -1:]
-        logits = s.unembed(self.final_norm(h), self.W_U, self.b_U)  # [batch, seq, vocab]
+        logits = s.unembed(s.final_norm(self.final_norm, h), self.W_U, self.b_U)  # [batch, seq, vocab]
         return ForwardOutput(logits=logits, states=tuple(states) if return_states else None,
                              attentions=tuple(a for a in attentions if a is not None) if return_attentions else None)
 
@@ -281,6 +294,11 @@ class Mutant:
     stages: Stages = field(default_factory=Stages)
     modules: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = ()  # (reference class, broken subclass)
     model_cls: type[ZooModel] = ZooModel
+    # What the catalog would have to observe to catch this bug without the converter (REF-1) and without config and
+    # build: one sentence naming the missing observation, printed in the kill matrix for a mutant killed only by
+    # REF-1 or not killed as an opaque target (spec.targets.opaque). "" where what an opaque target still exposes
+    # shows the bug: then the opaque run must kill it (tests/spec_meta/test_zoo.py).
+    missing: str = ""
 
 
 def break_model(model: Transformer, mutant: Mutant) -> ZooModel:
@@ -497,6 +515,57 @@ def _last_by_count(logits: Tensor, mask: Tensor) -> Tensor:
     return logits[torch.arange(logits.shape[0], device=logits.device), idx]
 
 
+def _skip_final_norm(norm: nn.Module, h: Tensor) -> Tensor:
+    """The final norm module exists (and is loaded) but is never called: h goes to the unembedding as it is."""
+    return h
+
+
+def _mask_from_lengths(key_mask: Tensor, q_len: int, past: int) -> Tensor:
+    """The key mask rebuilt from each row's count of real tokens (arange < length): padding assumed on the right."""
+    lengths = key_mask.sum(dim=-1, keepdim=True)  # [batch, 1]
+    right = torch.arange(key_mask.shape[1], device=key_mask.device)[None] < lengths
+    return visibility_mask(right, q_len, past)
+
+
+def _bf16_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """The attention softmax in bfloat16: scores rounded to bf16, softmax in bf16, the weights cast back."""
+    low = scores.bfloat16()
+    if mask is not None:
+        low = low.masked_fill(~mask, float("-inf"))
+    return torch.softmax(low, dim=-1).to(scores.dtype)
+
+
+def _unstable_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """exp(scores) / sum exp(scores) in float32 without subtracting the row maximum: exp overflows above 88."""
+    e = scores.float().exp()
+    if mask is not None:
+        e = e.masked_fill(~mask, 0.0)
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+class GateSwappedMLP(MLP):
+    """A gated MLP with its gate and up projections in each other's place: act(x W_in) * (x W_gate)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.W_gate is None:
+            return super().forward(x)
+        inner = self.act(linear(x, self.W_in, self.b_in)) * linear(x, self.W_gate, self.b_gate)
+        return linear(inner, self.W_out, self.b_out)
+
+
+class TiedCopyModel(ZooModel):
+    """A tied model whose output matrix is a copy of E^T taken at load time: equal bit for bit until it is trained,
+    then E and U move apart (each gets only its own gradient)."""
+
+    def prepare(self) -> None:
+        if self.cfg.tied_embeddings:
+            self.U_copy = nn.Parameter(self.embed.E.detach().T.clone())  # same values and strides as E.T
+
+    @property
+    def W_U(self) -> Tensor:
+        return self.U_copy if self.cfg.tied_embeddings else super().W_U
+
+
 class UncentredNorm(Norm):
     """A LayerNorm that divides by the root mean square without subtracting the mean first."""
 
@@ -595,7 +664,10 @@ _ZOO: list[Mutant] = [
            "half-split pairs (i, i + r/2), as when Meta's Llama checkpoints are run by GPT-NeoX-style code "
            "without the converter's permutation of W_Q and W_K. Both layouts are valid rotations, so only a "
            "comparison with the weights' own convention can tell.",
-           f"{_HF}/issues/25199", "gptj-tiny", Stages(rotate=_swapped_pairing)),
+           f"{_HF}/issues/25199", "gptj-tiny", Stages(rotate=_swapped_pairing),
+           missing="which pairing the weights were trained for: both layouts are rotations, so lengths and relative "
+                   "scores hold (POS-3) and every other claim sees a consistent model; only the weights' own "
+                   "convention (the converter, REF-1) tells them apart"),
     Mutant("gqa-tiled-heads", "grouped-query heads repeated in the wrong order",
            "Key/value heads are tiled (query head h reads K/V head h mod n_kv) where the weights expect "
            "repeat_interleave (head h reads h // group). ONNX's Attention operator used tile until it was "
@@ -632,7 +704,10 @@ _ZOO: list[Mutant] = [
     Mutant("layernorm-uncentred", "LayerNorm without centering",
            "LayerNorm divides by the root mean square without subtracting the mean (an RMSNorm under a "
            "LayerNorm's name), so a constant added to every coordinate is no longer removed.",
-           "", "gpt2-tiny", modules=((Norm, UncentredNorm),)),
+           "", "gpt2-tiny", modules=((Norm, UncentredNorm),),
+           missing="which norm the model has (config.norm): a LayerNorm that does not centre is an RMSNorm with a "
+                   "bias, whose outputs NORM-1 accepts (it holds for x and a x); only a target that says it has "
+                   "LayerNorm can be held to ignoring x + c"),
     Mutant("residual-dropped", "residual dropped",
            "The attention sublayer's output replaces the residual stream instead of being added to it "
            "(h = attn(h) for h = h + attn(h)), so the block forgets its input.",
@@ -649,7 +724,9 @@ _ZOO: list[Mutant] = [
            "A tied model's output matrix is a freshly initialised matrix instead of E^T: the checkpoint stores "
            "only the embedding and the loader never ties lm_head to it, which gives fluent-looking garbage "
            "(tinygrad's Llama 3.2 1B loader, HF Mistral3).",
-           "https://github.com/tinygrad/tinygrad/pull/13796", "gpt2-tiny", model_cls=LostTieModel),
+           "https://github.com/tinygrad/tinygrad/pull/13796", "gpt2-tiny", model_cls=LostTieModel,
+           missing="whether the model is tied, which is its configuration (OUT-3 reads config.tied_embeddings): "
+                   "without it an output matrix of its own is a valid untied model"),
     Mutant("logits-bias-ignored", "logits bias ignored",
            "The output projection drops its bias b_U although the checkpoint has one, reordering the argmax "
            "wherever the bias is of the size of the logit gaps (vLLM's Transformers backend for tied models "
@@ -704,16 +781,62 @@ _ZOO: list[Mutant] = [
            "token for right padding but a position in the middle for a left-padded row: HF's "
            "ForSequenceClassification heads had this bug until they searched for the rightmost real token.",
            f"{_HF}/issues/35909", "gpt2-tiny", Stages(last_logits=_last_by_count)),
+    Mutant("final-norm-skipped", "final norm skipped before the unembedding",
+           "The model holds a final norm (its weights are loaded) but one code path sends the last residual state "
+           "straight to the unembedding without it, so logits come from an un-normalised state (keys_values' "
+           "long-context inference path skipped transformer.ln_f before lm_head).",
+           "https://github.com/awslabs/keys_values/issues/139", "llama-tiny", Stages(final_norm=_skip_final_norm)),
+    Mutant("padding-assumed-right", "padding mask built for the wrong side",
+           "The attention mask is rebuilt from each row's number of real tokens (key slot < length), which is "
+           "right only for right padding: in a left-padded row the padding is attended and the last real tokens "
+           "are hidden (NeMo Automodel located padding by stripping trailing pads and left-padded rows got an "
+           "all-ones mask).",
+           "https://github.com/NVIDIA-NeMo/Automodel/pull/3704", "llama-tiny",
+           Stages(visibility=_mask_from_lengths)),
+    Mutant("attention-softmax-bf16", "attention softmax in low precision",
+           "The attention softmax runs in bfloat16 (an autocast region around attention, or a kernel computing in "
+           "the activations' reduced dtype without upcasting), so the weights carry bf16 rounding (~0.4%) in a "
+           "float32 model (axlearn moved its torch attention softmax to float32 for bf16 for this reason).",
+           "https://github.com/apple/axlearn/pull/18", "llama-tiny", Stages(weights=_bf16_softmax)),
+    Mutant("attention-softmax-unstable", "attention softmax without max subtraction",
+           "The attention weights are exp(s) / sum exp(s) with no maximum subtracted first: exact on ordinary "
+           "scores, but a score above ~88 overflows exp to inf in float32 and inf / inf is NaN, so one large "
+           "activation turns a whole row into NaN (hand-written attention and fused kernels that skipped the "
+           "running maximum: ExecuTorch's Vulkan SDPA shader gave NaN on Phi-4-mini, whose first-layer scores "
+           "reach ~151; FasterTransformer's attention kernel likewise).",
+           "https://github.com/pytorch/executorch/pull/18407", "llama-tiny", Stages(weights=_unstable_softmax)),
+    Mutant("gated-mlp-swapped", "gate and up projections of a gated MLP swapped",
+           "SwiGLU's two input projections are used in each other's place, act(x W_up) * (x W_gate) for act(x "
+           "W_gate) * (x W_up), as when a fused gate_up weight is split in the wrong order or a loader assigns "
+           "the two by creation order: finite, plausible activations and wrong logits (nntrainer's CausalLM "
+           "computed silu(up_proj) * gate_proj).",
+           "https://github.com/nntrainer/nntrainer/pull/4194", "llama-tiny", modules=((MLP, GateSwappedMLP),),
+           missing="which of the two input projections is the gate: with them swapped the MLP is still a gated MLP "
+                   "acting on each position (MLP-1, MLP-2 hold), so only the weights' own naming, through config "
+                   "and the converter (MLP-1's formula check, REF-1), tells"),
+    Mutant("tied-by-copy", "tied embeddings untied by a copy",
+           "A tied model's output matrix is a copy of E^T made when the model is loaded or wrapped (a sharded "
+           "or re-initialised head that is never re-tied): inference is exactly right, but training updates E and "
+           "U apart, so the trained model is no longer tied (lingua's weight tying was lost in the consolidated "
+           "checkpoint).",
+           "https://github.com/facebookresearch/lingua/issues/74", "gpt2-tiny", model_cls=TiedCopyModel,
+           missing="a change to E in a model of its own (build): the copy equals E^T bit for bit, so every "
+                   "computation of the target as loaded is a correct tied model's; only once E changes, by an edit "
+                   "of a built model's weights (TOK-5) or a training step (OUT-3), do E and U differ"),
 ]
-MUTANTS: dict[str, Mutant] = {m.name: m for m in _ZOO}
+# the reference's mutants, then the same bug classes put into HuggingFace models (spec.targets.hf_mutants)
+_ALL: list[Mutant | HFMutant] = [*_ZOO, *HF_ZOO]
+MUTANTS: dict[str, Mutant | HFMutant] = {m.name: m for m in _ALL}
 
 
 def build(name: str, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-          seed: int = 0) -> MutantTarget:
+          seed: int = 0) -> Target:
     """The mutant target ``name`` on its preset (random weights from ``seed``)."""
     if name not in MUTANTS:
         raise ValueError(f"unknown mutant {name!r}; choose one of {sorted(MUTANTS)}")
     m = MUTANTS[name]
+    if isinstance(m, HFMutant):
+        return hf_mutants.build(name, device=device, dtype=dtype, seed=seed)
     model = reference.build(reference.preset(m.preset), seed=seed, device=device, dtype=dtype)
     return MutantTarget(m, model)
 
@@ -723,4 +846,4 @@ def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:
     return build(rest, device=device, dtype=dtype)
 
 
-__all__ = ["MUTANTS", "Mutant", "MutantTarget", "Stages", "ZooModel", "build", "replace"]
+__all__ = ["MUTANTS", "HFMutant", "Mutant", "MutantTarget", "Stages", "ZooModel", "build", "replace"]

@@ -144,7 +144,7 @@ def _llamacpp(rest: str, device: str, dtype: torch.dtype) -> Target:
 
 
 def _compiled(rest: str, device: str, dtype: torch.dtype) -> Target:
-    from spec.targets import compiled  # torch.compile (Inductor) around any other target's model
+    import spec.targets.compiled as compiled  # torch.compile (Inductor) around any other target's model
 
     return compiled._handler(rest, device, dtype)
 

@@ -99,6 +99,8 @@ CAPABILITIES: dict[str, str] = {
     "generate": "the target's own greedy generation loop",
     "tokenizer": "the target's tokenizer",
     "config": "the target's architecture as a reference ModelConfig",
+    "tied_embeddings": "whether the model declares its output matrix tied to its embedding table (U = E^T), as "
+                       "HF's config.tie_word_embeddings does",
     "build": "fresh models of this implementation for any drawn config",
     "train_step": "one gradient step of this implementation on a loss",
     "reference_model": "a converter from this target's weights to the reference",
@@ -182,6 +184,11 @@ class Target:
 
     def config(self) -> ModelConfig:
         raise NotExposed("config")
+
+    def tied_embeddings(self) -> bool:
+        """Whether the model says it is tied (OUT-3 then holds it to U == E^T bit for bit). Without ``config``
+        this is all a claim knows of tying: an untied model whose U happens to equal E^T looks tied."""
+        raise NotExposed("tied_embeddings")
 
     def build(self, config: ModelConfig, seed: int = 0) -> Target:
         raise NotExposed("build")

@@ -201,16 +201,18 @@ def out_2(target: Target, data: st.DataObject) -> None:
 
 @claim("OUT-3", "A tied model unembeds with exactly the transpose of its embedding table (U = E^T); an untied model "
                 "holds its own U.", source="tokens-as-directions §3.2, \"Non-symmetric embeddings\"",
-       needs=("embedding_matrix", "unembedding", "config"), kind="exact",
+       needs=("embedding_matrix", "unembedding"), needs_any=("config", "tied_embeddings"), kind="exact",
        tolerance="exact: tying shares the weights, so U and E^T agree bit for bit",
        precise="'separate U' is made checkable as: U has shape [d, V] and differs from E^T (an untied model whose U "
-               "happened to equal E^T would be indistinguishable from a tied one). The target's config says which it "
-               "claims to be; where the target can build models, freshly built tied and untied ones are checked too, "
-               "and a built tied model that can be trained (train_step) must still unembed with E^T after one SGD "
-               "step: tying is one matrix used twice (tokens-as-directions §3.2, 'simply given as the transpose'), "
-               "so a copy of E^T, equal until it is trained, is not tied")
+               "happened to equal E^T would be indistinguishable from a tied one). The target's declaration "
+               "(tied_embeddings, e.g. HF's tie_word_embeddings) or its config says which it claims to be, and where "
+               "both are exposed they must agree; where the target can build models, freshly built tied and untied "
+               "ones are checked too, and a built tied model that can be trained (train_step) must still unembed with "
+               "E^T after one SGD step: tying is one matrix used twice (tokens-as-directions §3.2, 'simply given as "
+               "the transpose'), so a copy of E^T, equal until it is trained, is not tied")
 def out_3(target: Target, data: st.DataObject) -> None:
-    """cfg.tied_embeddings => unembedding()[0] == embedding_matrix().T exactly; untied => U is [d, V] and != E^T.
+    """Declared tied (tied_embeddings or config) => unembedding()[0] == embedding_matrix().T exactly; untied => U is
+    [d, V] and != E^T.
     With ``build``, the same holds for a model built from a drawn config with a drawn tied flag, and for a built tied
     model again after one train_step."""
     subjects = [target]
@@ -219,13 +221,12 @@ def out_3(target: Target, data: st.DataObject) -> None:
         cfg = data.draw(built_configs(target, max_layers=1, tied=tied), label="built_config")
         subjects.append(target.build(cfg, seed=data.draw(seeds, label="seed")))
     for subject in subjects:
-        cfg = subject.config()
         E = subject.embedding_matrix()
         U, _ = subject.unembedding()
-        v, d = subject.vocab_size, cfg.d_model
+        v, d = subject.vocab_size, (subject.config().d_model if "config" in subject.capabilities else E.shape[1])
         check(tuple(E.shape) == (v, d), f"{subject.name}: E has shape {tuple(E.shape)}, expected ({v}, {d})")
         check(tuple(U.shape) == (d, v), f"{subject.name}: U has shape {tuple(U.shape)}, expected ({d}, {v})")
-        if cfg.tied_embeddings:
+        if _declares_tied(subject):
             assert_equal(U, E.T, f"{subject.name} (tied): U vs E^T")
         else:
             check(not torch.equal(U, E.T), f"{subject.name} claims an untied unembedding but U equals E^T exactly")
@@ -237,6 +238,16 @@ def out_3(target: Target, data: st.DataObject) -> None:
         built.train_step(ids, targets.to(built.device), lr=0.5)
         U, _ = built.unembedding()
         assert_equal(U, built.embedding_matrix().T, f"{built.name} (tied) after one train_step: U vs E^T")
+
+
+def _declares_tied(target: Target) -> bool:
+    """Whether the target says it is tied: its own declaration and its config, which must agree where both exist."""
+    have = target.capabilities
+    said = target.tied_embeddings() if "tied_embeddings" in have else None
+    configured = target.config().tied_embeddings if "config" in have else None
+    check(said is None or configured is None or said == configured,
+          f"{target.name} declares tied_embeddings={said} but its config says tied_embeddings={configured}")
+    return bool(said if said is not None else configured)
 
 
 @claim("OUT-4", "Unembedding with the row-normalised transpose (row i of E over |E_i|^2) scores the embedded token "

@@ -242,6 +242,15 @@ class HFTarget(Target):
     def config(self) -> ModelConfig:
         return self._converter().config(self.model.config)
 
+    def tied_embeddings(self) -> bool:
+        """The model's own declaration (``config.tie_word_embeddings``), with or without a converter (issue #12)."""
+        hf = getattr(self.model, "config", None)
+        text = hf.get_text_config() if hf is not None and hasattr(hf, "get_text_config") else hf
+        tied = getattr(text, "tie_word_embeddings", None)
+        if not isinstance(tied, bool):
+            raise NotExposed("tied_embeddings", f"{type(self.model).__name__}'s config has no tie_word_embeddings")
+        return tied
+
     # -- fresh models of this family: the model's own config class with drawn sizes (issue #12)
     def _hf_config_for(self, config: ModelConfig) -> Any:
         """A copy of this model's HF config with the drawn sizes, tying and context, no dropout and no padding row.

@@ -195,6 +195,9 @@ class ReferenceTarget(Target):
     def config(self) -> ModelConfig:
         return self.model.cfg
 
+    def tied_embeddings(self) -> bool:
+        return self.model.cfg.tied_embeddings
+
     def build(self, config: ModelConfig, seed: int = 0) -> ReferenceTarget:
         model = reference.build(config, seed=seed, device=self.device, dtype=self.dtype)
         return ReferenceTarget(model, name=f"{self.name}[built]")

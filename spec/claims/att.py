@@ -27,7 +27,7 @@ from spec.claims.emb import live_model
 from spec.probes import drawn_layer
 from spec.strategies import built_configs, seeds, target_ids, token_ids
 from spec.target import NotExposed, Target, note, skip_part
-from spec.tolerance import CLASSES, assert_close, assert_logits_close, check
+from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_logits_close, check
 
 
 def _n_layers(target: Target) -> int:
@@ -252,6 +252,12 @@ def att_5(target: Target, data: st.DataObject) -> None:
                                                  "(with its attention weights)"))
 
 
+def _check_convex(a: Tensor, tol: ToleranceClass, where: str = "") -> None:
+    """Attention weights [B, H, T, S] that make each head's mix a convex combination: >= 0, rows summing to 1."""
+    check(bool((a >= 0).all()), f"{where}attention weights are negative somewhere: not a convex combination")
+    assert_close(a.sum(-1), torch.ones_like(a[..., 0]), tol, f"{where}attention weight rows sum to 1")
+
+
 def _att_5_own(target: Target, data: st.DataObject) -> None:
     """A drawn layer's head outputs == its attention weights @ values (grouped), position 0's == its own value."""
     layer = drawn_layer(data, target)
@@ -266,9 +272,8 @@ def _att_5_own(target: Target, data: st.DataObject) -> None:
           f"layer {layer}: values {tuple(v.shape)} and head outputs {tuple(mixed.shape)} for ids {tuple(ids.shape)}: "
           f"expected [B, kv_heads, T, d_head] and [B, heads, T, d_head] with heads a multiple of kv_heads")
     check(tuple(a.shape) == (b, h, t, t), f"layer {layer}: attention weights {tuple(a.shape)}, expected {(b, h, t, t)}")
-    check(bool((a >= 0).all()), f"layer {layer}: attention weights are negative somewhere: not a convex combination")
     tol = CLASSES[target.tolerance]
-    assert_close(a.sum(-1), torch.ones_like(a[..., 0]), tol, f"layer {layer}: attention weight rows sum to 1")
+    _check_convex(a, tol, f"layer {layer}: ")
     values = v.double().cpu().repeat_interleave(h // h_kv, dim=1)  # query head h reads value head h // group
     out = mixed.double().cpu()
     lo, hi = values.cummin(dim=2).values, values.cummax(dim=2).values  # [B, H, T, dh]: over the keys j <= t
@@ -297,9 +302,8 @@ def _att_5_built(target: Target, data: st.DataObject) -> None:
                               max_positions=cfg.max_positions), label="ids").to(sub.device)
     h, update = _attention_update(sub, ids)
     a = sub.attention_weights(ids)[0].double()  # [B, H, T, T]
-    check(bool((a >= 0).all()), "attention weights are negative somewhere: not a convex combination")
     tol = CLASSES[sub.tolerance]
-    assert_close(a.sum(-1), torch.ones_like(a[..., 0]), tol, "attention weight rows sum to 1")
+    _check_convex(a, tol)
     attn = cast(Block, model.blocks[0]).attn
     x = sub.sublayers(0).norm1(h).double()
     v = x @ attn.W_V.double() + (0 if attn.b_V is None else attn.b_V.double())

@@ -5,7 +5,7 @@
 Each measurement runs in a fresh Python process (this script re-invoked with ``--child``)
 and reads that process's peak resident set size, VmHWM in /proc/self/status, so the
 two figures are independent of each other and of this parent. REF-1 builds a second
-reference model from the target's weights (``spec.claims.ref.independent_reference``);
+reference model from the target's weights (``spec.edits.independent_reference``);
 since it shares them (meta-device construction, ``assign=True``, views), its peak
 should stay close to the target's own: the goal is at most 10% above it.
 

@@ -39,7 +39,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from spec.claims import out, soft, tr
+from spec import oracles
 from spec.errors import InputError
 from spec.target import Target
 
@@ -83,10 +83,10 @@ class ToyData:
 
 
 def toy_data() -> ToyData:
-    """OUT-2's toy logits (spec.claims.out.toy_logits) and their exact float64 softmax (spec.claims.soft)."""
-    names, z = out.toy_logits(list(range(6)))
+    """OUT-2's toy logits (spec.oracles.toy_logits) and their exact float64 softmax (spec.oracles)."""
+    names, z = oracles.toy_logits(list(range(6)))
     illustrative = {"quickly": 0.48, "cat": 0.29, "the": 0.14, "runs": 0.04, "banana": 0.04, "blue": 0.01}
-    return ToyData(names, z, soft.exact_softmax(z, 1.0), illustrative)
+    return ToyData(names, z, oracles.exact_softmax(z, 1.0), illustrative)
 
 
 def toy_plot(d: ToyData) -> Any:
@@ -131,11 +131,11 @@ class TemperatureData:
 def temperature_data(target: Target, prompt: str = CONFIDENCE_PROMPT,
                      temperatures: Sequence[float] = TEMPERATURES) -> TemperatureData:
     """The target's next-token logits after ``prompt``, read at every temperature through
-    spec.claims.soft.temperature_stats, the function SOFT-5 compares temperatures with."""
+    spec.oracles.temperature_stats, the function SOFT-5 compares temperatures with."""
     z = target.logits(_ids(target, prompt))[:, -1]  # [1, V] in the target's dtype
-    rows = [soft.temperature_stats(target, z, t) for t in temperatures]
+    rows = [oracles.temperature_stats(target, z, t) for t in temperatures]
     pm, sp, h, sh = (torch.cat([r[k] for r in rows]) for k in range(4))
-    p0, _, h0, _ = soft.temperature_stats(target, z, 0.0)
+    p0, _, h0, _ = oracles.temperature_stats(target, z, 0.0)
     top = _show(target.tokenizer(), int(z[0].argmax()))
     return TemperatureData(prompt, top, int(z.shape[-1]), list(temperatures), pm, sp, h, sh, (float(p0), float(h0)),
                            _model_name(target))
@@ -187,23 +187,23 @@ class LengthData:
 
 
 def length_data(target: Target, prompt: str = CONFIDENCE_PROMPT, scales: Sequence[float] = SCALES) -> LengthData:
-    """The final (normed) hidden state h after ``prompt`` scaled by a, through spec.claims.soft.scaled_distribution,
+    """The final (normed) hidden state h after ``prompt`` scaled by a, through spec.oracles.scaled_distribution,
     the function SOFT-6 scales with; also softmax(h U, T = 1/a), which SOFT-6 says is the same distribution."""
-    h = tr.lens_states(target, _ids(target, prompt))[-1]  # [d]: what the unembedding reads at the last block
+    h = oracles.lens_states(target, _ids(target, prompt))[-1]  # [d]: what the unembedding reads at the last block
     U, _ = target.unembedding()  # SOFT-6 is about h . U alone: any bias is left out
     tok = target.tokenizer()
     z = (h @ U).unsqueeze(0)  # [1, V]
     best = [int(i) for i in z[0].double().topk(5).indices]
     rows = []
     for a in scales:
-        za, p, u, tiny = soft.scaled_distribution(target, h, U, a)
+        za, p, u, tiny = oracles.scaled_distribution(target, h, U, a)
         p_t = target.softmax(z, 1.0 / a)
-        rows.append((p.double().cpu()[0], soft.entropy_allowance(za, 1.0, u, tiny)[0], float(p_t.max())))
+        rows.append((p.double().cpu()[0], oracles.entropy_allowance(za, 1.0, u, tiny)[0], float(p_t.max())))
     probs = torch.stack([r[0] for r in rows])  # [n, V]
-    _, p0, _, _ = soft.scaled_distribution(target, h, U, 0.0)
+    _, p0, _, _ = oracles.scaled_distribution(target, h, U, 0.0)
     v = int(z.shape[-1])
     return LengthData(prompt, v, list(scales), [_show(tok, i) for i in best], probs[:, best], probs.amax(dim=1),
-                      [int(i) for i in probs.argmax(dim=1)], soft.entropy(probs), torch.stack([r[1] for r in rows]),
+                      [int(i) for i in probs.argmax(dim=1)], oracles.entropy(probs), torch.stack([r[1] for r in rows]),
                       torch.tensor([r[2] for r in rows], dtype=torch.float64),
                       float((p0.double() - 1.0 / v).abs().max()))
 
@@ -246,9 +246,9 @@ class NormsData:
     model: str
 
 
-def norms_data(target: Target, prompts: Sequence[str] = tr.DEPTH_PROMPTS) -> NormsData:
-    """spec.claims.tr.residual_norms for each prompt TR-1 checks."""
-    return NormsData(list(prompts), [tr.residual_norms(target, p) for p in prompts], _model_name(target))
+def norms_data(target: Target, prompts: Sequence[str] = oracles.DEPTH_PROMPTS) -> NormsData:
+    """spec.oracles.residual_norms for each prompt TR-1 checks."""
+    return NormsData(list(prompts), [oracles.residual_norms(target, p) for p in prompts], _model_name(target))
 
 
 def norms_plot(d: NormsData) -> Any:
@@ -277,8 +277,8 @@ class EmbeddingNormsData:
 
 
 def embedding_norms_data(target: Target, named: int = 4) -> EmbeddingNormsData:
-    """spec.claims.tr.embedding_norm_ratios, the ratios TR-2 checks, with the ``named`` extreme rows' tokens."""
-    ratios = tr.embedding_norm_ratios(target)
+    """spec.oracles.embedding_norm_ratios, the ratios TR-2 checks, with the ``named`` extreme rows' tokens."""
+    ratios = oracles.embedding_norm_ratios(target)
     E = target.embedding_matrix()
     median = float(torch.cat([c.detach().double().cpu().norm(dim=1) for c in E.split(8192)]).median())
     tok = target.tokenizer()
@@ -292,15 +292,15 @@ def embedding_norms_plot(d: EmbeddingNormsData) -> Any:
     """Histogram of r = |E_i| / median (log counts), the +-20% band shaded, the 1.5x thresholds and named outliers."""
     fig, (ax,) = _figure(3.8)
     r = d.ratios
-    band = float(((r >= 1 - tr.BAND) & (r <= 1 + tr.BAND)).double().mean())
-    tail = int(((r > tr.TAIL) | (r < 1 / tr.TAIL)).sum())
+    band = float(((r >= 1 - oracles.BAND) & (r <= 1 + oracles.BAND)).double().mean())
+    tail = int(((r > oracles.TAIL) | (r < 1 / oracles.TAIL)).sum())
     ax.hist(r.tolist(), bins=120, range=(0, 2.5), color="#4c72b0")
-    ax.axvspan(1 - tr.BAND, 1 + tr.BAND, color="#55a868", alpha=0.2, lw=0,
-               label=f"within ±{tr.BAND:.0%} of the median: {band:.1%} of rows")
-    for x in (tr.TAIL, 1 / tr.TAIL):
+    ax.axvspan(1 - oracles.BAND, 1 + oracles.BAND, color="#55a868", alpha=0.2, lw=0,
+               label=f"within ±{oracles.BAND:.0%} of the median: {band:.1%} of rows")
+    for x in (oracles.TAIL, 1 / oracles.TAIL):
         ax.axvline(x, color="#c44e52", ls="--", lw=1)
     ax.plot([], [], color="#c44e52", ls="--", lw=1,
-            label=f"outliers beyond ×{tr.TAIL} or ÷{tr.TAIL}: {tail} rows ({tail / r.numel():.1%})")
+            label=f"outliers beyond ×{oracles.TAIL} or ÷{oracles.TAIL}: {tail} rows ({tail / r.numel():.1%})")
     ax.set(yscale="log", xlim=(0, 2.5), xlabel=f"row norm / median row norm (median ‖E_i‖₂ = {d.median:.3g})",
            ylabel="number of rows (log scale)",
            title=f"Most of the {r.numel()} embedding rows have about the same length ({d.model})")
@@ -332,15 +332,15 @@ class LensData:
     name_logits: Tensor  # [L + 1, 2]: the lens logits of the two names at each depth
 
 
-def lens_data(target: Target, ioi: tuple[str, str, str] = tr.IOI_PROMPTS[0]) -> LensData:
-    """spec.claims.tr.logit_lens and lens_ranks (TR-3) for the essay's IOI prompt (TR-4), and the states
-    tr.lens_states projected on the plane of the two names' output directions."""
+def lens_data(target: Target, ioi: tuple[str, str, str] = oracles.IOI_PROMPTS[0]) -> LensData:
+    """spec.oracles.logit_lens and lens_ranks (TR-3) for the essay's IOI prompt (TR-4), and the states
+    oracles.lens_states projected on the plane of the two names' output directions."""
     prompt, expected, other = ioi
     tok = target.tokenizer()
     ids = _ids(target, prompt)
-    lens = tr.logit_lens(target, ids).double().cpu()  # [L + 1, V]
+    lens = oracles.logit_lens(target, ids).double().cpu()  # [L + 1, V]
     final = int(target.logits(ids)[0, -1].argmax())
-    probs = soft.exact_softmax(lens, 1.0)[:, final]
+    probs = oracles.exact_softmax(lens, 1.0)[:, final]
     U, _ = target.unembedding()
     pair = [tok.encode(expected), tok.encode(other)]
     if any(len(p) != 1 for p in pair):
@@ -348,9 +348,9 @@ def lens_data(target: Target, ioi: tuple[str, str, str] = tr.IOI_PROMPTS[0]) -> 
     u = U.detach().double().cpu()[:, [pair[0][0], pair[1][0]]].T  # [2, d]: the two output directions
     basis = torch.linalg.qr(u.T).Q.T  # [2, d] orthonormal, first row along u[0] (up to sign)
     basis = basis * torch.sign((basis * u).sum(dim=1, keepdim=True))  # both axes point along u[0], u[1]'s side
-    states = tr.lens_states(target, ids).double().cpu()  # [L + 1, d]
+    states = oracles.lens_states(target, ids).double().cpu()  # [L + 1, d]
     unit = u / u.norm(dim=1, keepdim=True)
-    return LensData(prompt, _show(tok, final), tr.lens_ranks(lens, final), probs.tolist(), (expected, other),
+    return LensData(prompt, _show(tok, final), oracles.lens_ranks(lens, final), probs.tolist(), (expected, other),
                     states @ basis.T, unit @ basis.T, states @ u.T)
 
 
@@ -419,7 +419,7 @@ class AttentionData:
     model: str
 
 
-def attention_data(target: Target, prompt: str = tr.STORM_PROMPT) -> AttentionData:
+def attention_data(target: Target, prompt: str = oracles.STORM_PROMPT) -> AttentionData:
     """The target's attention weights (the capability ATT-3 checks), the last query's row in every block and head."""
     ids = _ids(target, prompt)
     rows = torch.stack([w[0, :, -1].detach().double().cpu() for w in target.attention_weights(ids)])  # [L, H, T]

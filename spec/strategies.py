@@ -261,3 +261,36 @@ def permutations(n: int) -> st.SearchStrategy[Tensor]:
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A fresh torch.Generator on ``device`` seeded with ``seed``."""
     return torch.Generator(device=device).manual_seed(seed)
+
+
+# -- logits on a grid for the sampler claims (DEC-1 .. DEC-4; see spec/claims/dec.py's docstring) ------
+def grid_logits(*, min_vocab: int = 2, max_vocab: int = 16, lo: int = -16, hi: int = 16, step: float = 0.25,
+                batch: int = 1) -> st.SearchStrategy[list[list[float]]]:
+    """[batch][V] logits on the grid ``step * k`` for integers lo <= k <= hi (exact in every float dtype)."""
+
+    @st.composite
+    def draw(d: st.DrawFn) -> list[list[float]]:
+        v = d(st.integers(min_vocab, max_vocab), label="vocab")
+        row = st.lists(st.integers(lo, hi), min_size=v, max_size=v)
+        return [[step * k for k in d(row)] for _ in range(batch)]
+
+    return draw()
+
+
+def spread(row: list[float], step: float = 0.25) -> list[float]:
+    """The row, made non-uniform: all-equal rows get their first entry raised by 8 steps."""
+    if len(set(row)) == 1:
+        return [row[0] + 8 * step, *row[1:]]
+    return row
+
+
+def unique_max(row: list[float], step: float = 0.25) -> list[float]:
+    """The row with a unique maximum: the first of tied maxima is raised by one grid step."""
+    m = max(row)
+    if row.count(m) > 1:
+        i = row.index(m)
+        return [*row[:i], m + step, *row[i + 1:]]
+    return row
+
+
+temperatures_away_from_one = st.one_of(st.floats(0.25, 0.8), st.floats(1.25, 4.0))

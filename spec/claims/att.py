@@ -2,7 +2,7 @@
 
 ATT-1..3 read queries, keys and attention weights the target exposes; ATT-4 needs
 only logits; ATT-5 and ATT-6 edit freshly built models (``build`` and a live
-``reference_model()``, see spec.claims.emb.live_model) because the protocol exposes
+``reference_model()``, see spec.edits.live_model) because the protocol exposes
 neither per-head values nor head outputs.
 
 Head grouping follows the common convention: query head h reads key/value head
@@ -23,7 +23,7 @@ from reference.block import Block
 from reference.config import ModelConfig
 from reference.model import Transformer
 from spec.catalog import claim
-from spec.claims.emb import live_model
+from spec.edits import live_model
 from spec.probes import drawn_layer
 from spec.strategies import built_configs, seeds, target_ids, token_ids
 from spec.target import NotExposed, Target, note, skip_part

@@ -12,10 +12,11 @@ every consistent choice (a filter's acceptable outcomes are ``Keep`` values: som
 for certain and any m tokens of one tie group) and report the choice the target made with
 ``spec.target.note``, as information, never as a failure, and only where a tie occurred.
 
-Expected distributions are computed here, independently, in float64: softmax by hand
-(shift by the maximum, exponentiate, divide by the sum), the ranking by Python's
-``sorted`` on the logits and tie groups as sets of equal logits — never by the target's
-functions.
+Expected distributions are computed independently, in float64, by spec.oracles (with the
+statistics and the acceptable outcomes below): softmax by hand (shift by the maximum,
+exponentiate, divide by the sum), the ranking by Python's ``sorted`` on the logits and tie
+groups as sets of equal logits — never by the target's functions. The logit grid is drawn by
+``spec.strategies.grid_logits``.
 
 Statistical claims (DEC-2, DEC-3, DEC-4) draw N = 20,000 tokens per example from a
 ``torch.Generator`` seeded by a drawn seed, so each example's verdict is a fixed
@@ -36,274 +37,36 @@ false-alarm rate as above: taking the best of several fits can only lower it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from hypothesis import strategies as st
-from scipy import stats
 from torch import Tensor
 
 from spec.catalog import claim
-from spec.strategies import generator, seeds
+from spec.oracles import (
+    ALPHA,
+    DRAWS,
+    FAMILY_ALPHA,
+    STAT_EXAMPLES,
+    TESTS_PER_EXAMPLE,
+    Keep,
+    as_logits,
+    boundary_slack,
+    check_fit,
+    check_greedy_step,
+    draw_counts,
+    gof_pvalue,
+    members_label,
+    probs64,
+    ranked,
+    renormalised,
+    top_k_options,
+    top_p_options,
+    work_dtype,
+)
+from spec.strategies import generator, grid_logits, seeds, spread, temperatures_away_from_one, unique_max
 from spec.target import NotExposed, Target, note
-from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, check, error_ratio, for_dtype
-
-# -- statistical budget -------------------------------------------------------------------------------
-DRAWS = 20_000  # tokens drawn per statistical example
-STAT_EXAMPLES = 4  # max_examples of each statistical claim
-TESTS_PER_EXAMPLE = 2  # chi-square over the cells + binomial on a pool of rare cells expected < 5 times
-FAMILY_ALPHA = 1e-4  # false-alarm probability of one run of one statistical claim on a correct sampler
-ALPHA = FAMILY_ALPHA / (STAT_EXAMPLES * TESTS_PER_EXAMPLE)  # per test (Bonferroni): 1.25e-5
-MIN_EXPECTED = 5.0  # cells expected fewer times than this are pooled (chi-square validity)
-
-
-# -- drawing logits -----------------------------------------------------------------------------------
-def grid_logits(*, min_vocab: int = 2, max_vocab: int = 16, lo: int = -16, hi: int = 16, step: float = 0.25,
-                batch: int = 1) -> st.SearchStrategy[list[list[float]]]:
-    """[batch][V] logits on the grid ``step * k`` for integers lo <= k <= hi (exact in every float dtype)."""
-
-    @st.composite
-    def draw(d: st.DrawFn) -> list[list[float]]:
-        v = d(st.integers(min_vocab, max_vocab), label="vocab")
-        row = st.lists(st.integers(lo, hi), min_size=v, max_size=v)
-        return [[step * k for k in d(row)] for _ in range(batch)]
-
-    return draw()
-
-
-def spread(row: list[float], step: float = 0.25) -> list[float]:
-    """The row, made non-uniform: all-equal rows get their first entry raised by 8 steps."""
-    if len(set(row)) == 1:
-        return [row[0] + 8 * step, *row[1:]]
-    return row
-
-
-def unique_max(row: list[float], step: float = 0.25) -> list[float]:
-    """The row with a unique maximum: the first of tied maxima is raised by one grid step."""
-    m = max(row)
-    if row.count(m) > 1:
-        i = row.index(m)
-        return [*row[:i], m + step, *row[i + 1:]]
-    return row
-
-
-temperatures_away_from_one = st.one_of(st.floats(0.25, 0.8), st.floats(1.25, 4.0))
-
-
-def work_dtype(target: Target) -> torch.dtype:
-    """The dtype logits are handed to the target's sampler in: float64 for float64 targets, else float32."""
-    return torch.float64 if target.dtype == torch.float64 else torch.float32
-
-
-def as_logits(target: Target, rows: list[list[float]]) -> Tensor:
-    return torch.tensor(rows, dtype=work_dtype(target), device=target.device)
-
-
-def boundary_slack(dtype: torch.dtype) -> float:
-    """How far a computed cumulative probability may sit from the exact one: 256 ulps of 1 in ``dtype``.
-
-    A float32 softmax over <= 40 entries and its running sum are off by at most ~V * 2 eps;
-    256 eps (3e-5 in float32, 6e-14 in float64) covers that with room to spare.
-    """
-    return 256 * torch.finfo(dtype).eps
-
-
-# -- the independent computation -------------------------------------------------------------------------
-def probs64(row: list[float], temperature: float) -> list[float]:
-    """softmax(row / T) by hand in float64: shift by the maximum, exponentiate, normalise."""
-    m = max(row)
-    e = [math.exp((z - m) / temperature) for z in row]
-    s = math.fsum(e)
-    return [x / s for x in e]
-
-
-def ranked(row: list[float]) -> list[int]:
-    """Token IDs by logit, highest first; equal logits in ID order (this module's bookkeeping, not a tie rule)."""
-    return sorted(range(len(row)), key=lambda i: (-row[i], i))
-
-
-def renormalised(q: list[float], keep: list[int]) -> list[float]:
-    s = math.fsum(q[i] for i in keep)
-    out = [0.0] * len(q)
-    for i in keep:
-        out[i] = q[i] / s
-    return out
-
-
-@dataclass(frozen=True)
-class Keep:
-    """One acceptable outcome of a filter: every token of ``sure``, and any ``m`` tokens of the tie group ``tied``.
-
-    The tokens of ``tied`` have equal logits; which m of them survive is the implementation's choice,
-    since the sources state no tie rule. ``choice`` names that choice for the report (spec.target.note);
-    it is "" where nothing was left to choose (no tie group split by the boundary).
-    """
-
-    sure: tuple[int, ...]
-    tied: tuple[int, ...] = ()
-    m: int = 0
-    choice: str = ""
-
-    def describe(self) -> str:
-        if not self.tied:
-            return f"IDs {sorted(self.sure)}"
-        return f"IDs {sorted(self.sure)} and any {self.m} of the tied IDs {sorted(self.tied)}"
-
-
-def split_at(row: list[float], j: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """For the j-th largest logit value v (1-based): the IDs with a logit above v, and the IDs whose logit is v."""
-    v = sorted(row, reverse=True)[j - 1]
-    return tuple(i for i, z in enumerate(row) if z > v), tuple(i for i, z in enumerate(row) if z == v)
-
-
-def cut_options(row: list[float], j: int, exact: str, whole: str) -> list[Keep]:
-    """The outcomes of keeping the j top-ranked tokens, with ``exact`` / ``whole`` naming the two tie choices.
-
-    Every token above the j-th value is kept. If the j-th value's tie group fits entirely into
-    the first j places, nothing is left to choose. Otherwise the group is split by the boundary
-    and either exactly j tokens survive (any of the tied ones: a sort or torch.topk picks some) or
-    the whole group does (an implementation comparing against the j-th value keeps every equal one).
-    """
-    above, group = split_at(row, j)
-    m = j - len(above)
-    if m == len(group):
-        return [Keep(tuple(sorted(above + group)))]
-    return [Keep(above, group, m, exact), Keep(above, group, len(group), whole)]
-
-
-TOP_K_EXACT, TOP_K_WHOLE = "keeps exactly k", "keeps all tied"
-TOP_P_EXACT, TOP_P_WHOLE = "keeps as many as the shortest set", "keeps the whole tie group"
-
-
-def top_k_options(row: list[float], k: int) -> list[Keep]:
-    """The acceptable top-k outcomes: exactly min(k, V) tokens, or every token tied with the k-th as well."""
-    return cut_options(row, min(k, len(row)), TOP_K_EXACT, TOP_K_WHOLE)
-
-
-def top_p_options(row: list[float], temperature: float, p: float, slack: float) -> list[Keep]:
-    """Every nucleus a correct implementation may keep, the exact rule's first.
-
-    Exact rule: walk the ranking, keep a token while the mass ranked strictly above it is
-    below p; so the set has the size j of the shortest top-ranked prefix whose mass reaches p,
-    the top token is always kept, and p = 1 keeps everything. Which tokens of a tie group cut by
-    that boundary are in the prefix is free; an implementation treating equal probabilities as
-    one rank keeps the whole group instead (``cut_options``). Where a prefix's mass lies within
-    ``slack`` of p, rounding in the target may put the boundary one place either way: those
-    prefix lengths are accepted too (slack = 0 for the exactly representable boundary cases).
-    The prefix masses depend only on the prefix length, not on which tied tokens it holds.
-    """
-    q = probs64(row, temperature)
-    n = len(row)
-    if p >= 1.0:
-        return [Keep(tuple(range(n)))]
-    cum = [0.0]
-    for i in ranked(row):
-        cum.append(cum[-1] + q[i])
-    exact = max(next((j for j in range(1, n + 1) if cum[j - 1] < p <= cum[j]), n), 1)
-    lengths = [exact]
-    for j in range(1, n + 1):
-        reaches = cum[j] >= p - slack
-        minimal = j == 1 or cum[j - 1] < p + slack
-        if j != exact and reaches and minimal:
-            lengths.append(j)
-    options: list[Keep] = []
-    for j in lengths:
-        options += [o for o in cut_options(row, j, TOP_P_EXACT, TOP_P_WHOLE) if o not in options]
-    return options
-
-
-def members_label(tied: tuple[int, ...], members: list[int]) -> str:
-    """Which members of a tie group were kept, in words: the lowest IDs, the highest IDs, or others."""
-    group, kept = sorted(tied), sorted(members)
-    if kept == group[:len(kept)]:
-        return "the lowest IDs of the tie"
-    if kept == group[len(group) - len(kept):]:
-        return "the highest IDs of the tie"
-    return "other members of the tie"
-
-
-# -- statistics ---------------------------------------------------------------------------------------
-def gof_pvalue(counts: list[int], probs: list[float], labels: list[str] | None = None) -> tuple[float, str]:
-    """Goodness of fit of observed ``counts`` per cell to the cells' ``probs`` (summing to 1).
-
-    ``labels`` name the cells in the description (default: their indices, i.e. token IDs).
-
-    Cells expected fewer than MIN_EXPECTED times are pooled into one bin. If the pool is
-    expected at least MIN_EXPECTED times it is one more chi-square cell; if less (but above 0),
-    it gets an exact two-sided binomial test and the chi-square runs over the common cells
-    conditional on their observed total; if its probability is 0, it must be empty. Returns
-    (the smaller p-value, a description); at most two tests, hence TESTS_PER_EXAMPLE = 2.
-    """
-    label = labels or [str(i) for i in range(len(counts))]
-    n = sum(counts)
-    common = [i for i, q in enumerate(probs) if n * q >= MIN_EXPECTED]
-    rare = [i for i, q in enumerate(probs) if n * q < MIN_EXPECTED]
-    obs = [counts[i] for i in common]
-    cell_probs = [probs[i] for i in common]
-    names = [label[i] for i in common]
-    pvals: list[tuple[float, str]] = []
-    if rare:
-        k, q = sum(counts[i] for i in rare), math.fsum(probs[i] for i in rare)
-        pooled = ", ".join(label[i] for i in rare)
-        if n * q >= MIN_EXPECTED:
-            obs.append(k)
-            cell_probs.append(q)
-            names.append(f"pool[{pooled}]")
-        elif q <= 0.0:
-            pvals.append((1.0 if k == 0 else 0.0, f"{k} draws of cells [{pooled}], which have probability 0"))
-        else:
-            pv = float(stats.binomtest(k, n, min(q, 1.0)).pvalue)
-            pvals.append((pv, f"binomial test on the pooled rare cells [{pooled}]: {k} draws, expected {n * q:.3g}"))
-    total, mass = sum(obs), math.fsum(cell_probs)
-    if len(obs) >= 2 and total > 0:
-        exp = [total * q / mass for q in cell_probs]
-        exp[-1] += total - math.fsum(exp)  # exact equality of sums, as scipy requires
-        res = stats.chisquare(obs, exp)
-        pvals.append((float(res.pvalue), f"chi-square over cells {names}: observed {obs}, "
-                                         f"expected {[round(e, 1) for e in exp]}"))
-    if not pvals:
-        return 1.0, "a single cell: nothing to test"
-    return min(pvals)
-
-
-def draw_counts(target: Target, logits_row: Tensor, seed: int, temperature: float, *, top_k: int | None = None,
-                top_p: float | None = None) -> list[int]:
-    """DRAWS tokens from the target's sampler (one call on DRAWS copies of the row) -> counts per token."""
-    v = logits_row.shape[-1]
-    batch = logits_row.reshape(1, v).repeat(DRAWS, 1)
-    got = target.sample(batch, generator(seed, target.device), temperature, top_k=top_k, top_p=top_p)
-    check(tuple(got.shape) == (DRAWS,), f"sample of a [{DRAWS}, {v}] batch returned shape {tuple(got.shape)}")
-    check(not got.dtype.is_floating_point, f"sample returned {got.dtype}, not token IDs")
-    lo, hi = int(got.min()), int(got.max())
-    check(lo >= 0 and hi < v, f"sample returned token {lo if lo < 0 else hi}, outside [0, {v})")
-    return [int(c) for c in torch.bincount(got.cpu(), minlength=v)]
-
-
-def check_fit(counts: list[int], probs: list[float], what: str) -> None:
-    """Tokens of probability 0 never drawn (exactly); the rest fit ``probs`` at ALPHA."""
-    zero = [i for i, q in enumerate(probs) if q == 0.0 and counts[i] > 0]
-    check(not zero, f"{what}: drew tokens {zero}, which have probability 0 (counts {counts})")
-    pv, how = gof_pvalue(counts, probs)
-    check(pv >= ALPHA, f"{what}: goodness of fit rejected at alpha={ALPHA:.3g} (p={pv:.3g}); {how}")
-
-
-# -- greedy ---------------------------------------------------------------------------------------------
-def greedy_band(z_max: float, tol: ToleranceClass) -> float:
-    """How far below the maximum a greedy token's logit may lie when the greedy step's logits were
-    computed another way (e.g. through a KV cache): twice the target's tolerance at that logit."""
-    return 2.0 * (tol.atol + tol.rtol * abs(z_max))
-
-
-def check_greedy_step(z: Tensor, chosen: int, tol: ToleranceClass, what: str) -> None:
-    """``chosen`` is an argmax of the fresh logits ``z`` [V], up to the band of ``greedy_band``."""
-    zz = z.detach().double().cpu()
-    z_max, best = float(zz.max()), int(zz.argmax())
-    check(0 <= chosen < zz.shape[0], f"{what}: chose token {chosen}, outside [0, {zz.shape[0]})")
-    got = float(zz[chosen])
-    band = greedy_band(z_max, tol)
-    check(got >= z_max - band,
-          f"{what}: chose token {chosen} with logit {got:.6g}, but token {best} has logit {z_max:.6g} "
-          f"(gap {z_max - got:.3g} > allowed {band:.3g})")
+from spec.tolerance import CLASSES, assert_close, assert_equal, check, error_ratio, for_dtype
 
 
 # ======================================================================================================

@@ -2,10 +2,10 @@
 
 EMB-1..3 and EMB-5 run on any target that exposes its table and lookup; EMB-4, 6 and 7
 train or edit freshly built models (``build`` with ``train_step``, or a built model
-whose ``reference_model()`` is the live model it computes with, see ``live_model``);
+whose ``reference_model()`` is the live model it computes with, see ``spec.edits.live_model``);
 EMB-8 is about the geometry of random vectors and needs nothing from the target.
 
-``live_model`` is shared with TOK-5, ATT-5 and ATT-6, which also edit weights.
+``live_model`` (spec.edits) is shared with TOK-5, ATT-5 and ATT-6, which also edit weights.
 """
 
 from __future__ import annotations
@@ -20,45 +20,11 @@ from scipy import special, stats
 from torch import Tensor
 
 from reference.config import ModelConfig
-from reference.model import Transformer
 from spec.catalog import claim
+from spec.edits import live_model
 from spec.strategies import built_configs, generator, seeds, target_ids, token_ids
 from spec.target import NotExposed, Target, skip_part
 from spec.tolerance import CLASSES, assert_close, assert_equal, check
-
-
-# -- shared helpers -------------------------------------------------------------------------
-@torch.no_grad()
-def live_model(sub: Target) -> Transformer:
-    """The built target's weights as the reference Transformer it computes with, ready to be edited in place.
-
-    A claim that relabels or edits weights needs a handle on them; the protocol's handle
-    is ``reference_model()``. Edits reach the target only when that is the model the
-    target runs (true of ReferenceTarget; a converter that copies weights is not, nor one that
-    derives a weight, e.g. Gemma's norm gain 1 + w). This is checked, not assumed: E is shifted
-    by seeded noise and the target's logits must move; then every weight is shifted in turn and
-    must read back shifted from a fresh ``reference_model()`` (a converter reads the target's live
-    weights again). Each weight is restored bit for bit. Otherwise the claim reports "not exposed",
-    naming the weight.
-    """
-    model = sub.reference_model()
-    probe = torch.arange(min(3, model.cfg.vocab_size), device=sub.device)[None]
-    before = sub.logits(probe)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            saved = weight.detach().clone()
-            noise = torch.randn(saved.shape, generator=generator(12345), dtype=torch.float64)
-            weight.add_(noise.to(device=saved.device, dtype=saved.dtype))
-            edited = weight.detach().clone()
-            moved = name != "embed.E" or not torch.equal(sub.logits(probe), before)
-            seen = dict(sub.reference_model().named_parameters()).get(name)
-            live = moved and seen is not None and torch.equal(seen.detach(), edited)  # before restoring: may alias
-            weight.copy_(saved)
-            if not live:
-                raise NotExposed("reference_model", f"the built target's reference_model() holds a copy of {name}: "
-                                                    "edits to it do not reach the target (a live weight handle is "
-                                                    "needed)")
-    return model
 
 
 def _cos(E: Tensor, i: int, j: int) -> float:

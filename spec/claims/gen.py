@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from spec.catalog import claim
-from spec.claims.dec import check_greedy_step
+from spec.oracles import check_greedy_step
 from spec.strategies import padded_batch, prefill_points, target_ids
 from spec.target import NotExposed, Target, skip_part
 from spec.tolerance import CLASSES, ToleranceClass, assert_equal, assert_logits_close, check

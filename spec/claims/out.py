@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from spec.catalog import claim
-from spec.claims.soft import exact_softmax, softmax_error_bound, unit_roundoff, within
+from spec.oracles import exact_softmax, softmax_error_bound, toy_logits, unit_roundoff, within
 from spec.strategies import built_configs, permutations, seeds, target_ids, token_ids
 from spec.target import Target, note
 from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, assert_logits_close, check
@@ -146,20 +146,8 @@ def out_1(target: Target, data: st.DataObject) -> None:
         assert_close(z[..., i], dot.to(z.dtype), tol, f"logit of token {i} vs h . U[:, {i}] + b[{i}]")
 
 
-_TOY_H = [2.0, 1.0, 0.0, 3.0]
-_TOY_NAMES = ["the", "cat", "runs", "blue", "quickly", "banana"]
-_TOY_VECTORS = [[1, 0, 0, 1], [1, 1, 0, 1], [0, 1, 1, 1], [1, 0, 1, 0], [0, 1, 0, 2], [2, 0, 1, 0]]
 _TOY_LOGITS = [5.0, 6.0, 4.0, 2.0, 7.0, 4.0]
 _TOY_SOFTMAX_4DP = [0.0841, 0.2286, 0.0309, 0.0042, 0.6213, 0.0309]
-
-
-def toy_logits(order: list[int], dtype: torch.dtype = torch.float64,
-               device: torch.device | str = "cpu") -> tuple[list[str], Tensor]:
-    """The toy example of embedding-to-choice §12 (OUT-2): the six token names in ``order`` and their logits
-    h U [6], with h = [2, 1, 0, 3] and the six output vectors as the columns of U, in ``dtype`` on ``device``."""
-    U = torch.tensor([_TOY_VECTORS[i] for i in order], dtype=dtype, device=device).T  # [4, 6]
-    h = torch.tensor(_TOY_H, dtype=dtype, device=device)  # [4]
-    return [_TOY_NAMES[i] for i in order], h @ U
 
 
 @claim("OUT-2", "The documents' toy example: h = [2, 1, 0, 3] against the six output vectors gives logits "

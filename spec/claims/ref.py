@@ -21,25 +21,10 @@ from torch import Tensor
 
 from reference.model import Transformer
 from spec.catalog import claim
+from spec.edits import independent_reference
 from spec.strategies import padded_batch, target_ids
 from spec.target import NotExposed, Target, skip_part
 from spec.tolerance import CLASSES, assert_close, assert_logits_close, check
-
-
-def independent_reference(target: Target) -> Transformer:
-    """A fresh reference Transformer loaded from the target's converted weights, explicit attention, eval mode."""
-    try:
-        converted = target.reference_model()
-    except ValueError as exc:  # reference.convert's UnsupportedConfig: the wiring is not expressible
-        if type(exc).__name__ == "UnsupportedConfig":
-            raise NotExposed("reference_model", str(exc)) from exc
-        raise
-    # Built on the meta device and given the converted tensors themselves (assign=True): a new module with its
-    # own forward path, holding the same weights, so checking a model never holds its weights twice.
-    fresh = Transformer(converted.cfg, device="meta", dtype=converted.dtype)
-    fresh.load_state_dict(converted.state_dict(), strict=True, assign=True)
-    fresh.attention_impl = "explicit"
-    return fresh.eval()
 
 
 @torch.no_grad()

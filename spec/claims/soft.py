@@ -11,7 +11,7 @@ z/T, subtracts the maximum, exponentiates, sums V terms and divides. Rounding th
 exponent y_i = z_i/T costs up to u|y_i| (zero when T = 1), subtracting the maximum
 up to u|y_i - max y|; a perturbation e of the exponents moves p_i by at most
 p_i (|e_i| + sum_j p_j |e_j|) to first order, and exp, the sum and the division add a
-relative error of at most (V + 4) u. ``softmax_error_bound`` returns twice that
+relative error of at most (V + 4) u. ``spec.oracles.softmax_error_bound`` returns twice that
 first-order bound per entry (the factor covers second-order terms and exponentials
 accurate to one ulp rather than half), plus the smallest normal number of the dtype
 for entries that underflow. With |z| <= 30 and T = 1 in float32 this is ~1e-5 on
@@ -29,115 +29,21 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from spec.catalog import claim
+from spec.oracles import (
+    at_most,
+    entropy,
+    entropy_allowance,
+    exact_softmax,
+    run_softmax,
+    scaled_distribution,
+    softmax_error_bound,
+    temperature_stats,
+    within,
+)
 from spec.probes import drawn_layer, hidden_states, width
 from spec.strategies import logit_vectors, scales, seeds, temperatures
 from spec.target import NotExposed, Target, skip_part
-from spec.tolerance import CLASSES, ToleranceClass, assert_close, check
-
-_BOUND = ToleranceClass("derived bound", 1.0, 0.0)  # compares error / bound against 0: within when <= 1
-
-
-# -- helpers shared with spec.claims.out --------------------------------------------------
-def unit_roundoff(*dtypes: torch.dtype) -> float:
-    """The largest unit roundoff (eps / 2) among the floating dtypes given."""
-    return max(torch.finfo(dt).eps / 2 for dt in dtypes if dt.is_floating_point)
-
-
-def exact_softmax(z: Tensor, temperature: float) -> Tensor:
-    """softmax(z / T) over the last axis in float64 on the CPU, by hand; -inf entries get exactly 0."""
-    y = z.detach().double().cpu() / temperature
-    m = torch.where(torch.isfinite(y), y, torch.full_like(y, -math.inf)).amax(dim=-1, keepdim=True)
-    e = torch.exp(y - m)
-    return e / e.sum(dim=-1, keepdim=True)
-
-
-def softmax_error_bound(z: Tensor, temperature: float, u: float, tiny: float,
-                        input_err: Tensor | None = None, reference_z: Tensor | None = None,
-                        reference_temperature: float | None = None) -> Tensor:
-    """Per-entry bound on |computed - exact| for softmax(z / T) worked out with unit roundoff u (module doc).
-
-    ``input_err`` [same shape as z]: a known absolute perturbation of each logit before the
-    softmax (e.g. the rounding of a shift applied in the target's dtype), added to the exponents.
-    The float64 reference (``exact_softmax`` of ``reference_z`` at ``reference_temperature``, by
-    default z and T) rounds too: its own bound, the same formula with u = 2^-53, is added, which
-    matters only for float64 targets.
-    """
-    ref = z if reference_z is None else reference_z
-    ref_t = temperature if reference_temperature is None else reference_temperature
-    return _rounding_bound(z, temperature, u, tiny, input_err) + _rounding_bound(ref, ref_t, 2.0**-53, 0.0, None)
-
-
-def _rounding_bound(z: Tensor, temperature: float, u: float, tiny: float, input_err: Tensor | None) -> Tensor:
-    zd = z.detach().double().cpu()
-    finite = torch.isfinite(zd)
-    y = torch.where(finite, zd / temperature, torch.zeros_like(zd))
-    m = torch.where(finite, y, torch.full_like(y, -math.inf)).amax(dim=-1, keepdim=True)
-    a = 2 * (y - m).abs() + 1
-    if temperature != 1.0:
-        a = a + y.abs()
-    a = a * u
-    if input_err is not None:
-        a = a + input_err.detach().double().cpu().abs() / temperature
-    a = torch.where(finite, a, torch.zeros_like(a))
-    p = exact_softmax(zd, temperature)
-    a_bar = (p * a).sum(dim=-1, keepdim=True)
-    v = zd.shape[-1]
-    return 2 * p * (a + a_bar + (v + 4) * u) + tiny
-
-
-def within(actual: Tensor, expected: Tensor, bound: Tensor, what: str) -> None:
-    """|actual - expected| <= bound entry by entry (NaN never is); records error / bound as the worst ratio."""
-    a = actual.detach().double().cpu()
-    e = expected.detach().double().cpu()
-    if e.shape != a.shape:
-        raise AssertionError(f"{what}: shape {tuple(a.shape)} != expected {tuple(e.shape)}")
-    b = torch.as_tensor(bound, dtype=torch.float64).detach().cpu().expand_as(a)
-    same = a == e  # also covers matching zeros and matching infinities
-    ratio = torch.where(same, torch.zeros_like(a), (a - e).abs() / b)
-    if ratio.numel():
-        k = int(torch.nan_to_num(ratio, nan=math.inf).argmax())
-        idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(k), a.shape))
-        what = (f"{what}: worst at {idx}: got {a[idx].item():.10g}, expected {e[idx].item():.10g}, "
-                f"allowed error {b[idx].item():.3g}")
-    assert_close(ratio, torch.zeros_like(ratio), _BOUND, what + " (error / allowed)")
-
-
-def at_most(a: float | Tensor, b: float | Tensor, slack: float | Tensor, what: str) -> None:
-    """a <= b + slack (entry by entry for tensors); records max(0, a - b) / slack as the ratio to the allowance."""
-    ta, tb, ts = (torch.as_tensor(x, dtype=torch.float64).detach().cpu() for x in (a, b, slack))
-    ta, tb, ts = torch.broadcast_tensors(ta, tb, ts)
-    over = torch.nan_to_num((ta - tb).clamp_min(0), nan=math.inf)
-    ratio = torch.where(over == 0, torch.zeros_like(over), over / ts)
-    k = int(ratio.flatten().argmax()) if ratio.numel() else 0
-    fa, fb, fs = (float(x.flatten()[k]) if x.numel() else 0.0 for x in (ta, tb, ts))
-    assert_close(ratio.flatten(), torch.zeros(ratio.numel(), dtype=torch.float64), _BOUND,
-                 f"{what}: {fa:.10g} must be <= {fb:.10g} (+ allowed {fs:.3g})")
-
-
-def entropy(p: Tensor) -> Tensor:
-    """Shannon entropy (nats) of each row of p, in float64, with 0 log 0 = 0."""
-    q = p.detach().double().cpu()
-    return -(torch.where(q > 0, q * torch.log(q), torch.zeros_like(q))).sum(dim=-1)
-
-
-def entropy_allowance(z: Tensor, temperature: float, u: float, tiny: float) -> Tensor:
-    """How far rounding may move the entropy of softmax(z / T): sum_i bound_i (1 + |log p_i|) per row."""
-    if temperature == 0.0:
-        return torch.full(z.shape[:-1], tiny, dtype=torch.float64)
-    bnd = softmax_error_bound(z, temperature, u, tiny)
-    p = exact_softmax(z, temperature).clamp_min(tiny)
-    return (bnd * (1 + p.log().abs())).sum(dim=-1)
-
-
-def _run_softmax(target: Target, z: Tensor, temperature: float) -> tuple[Tensor, float, float]:
-    """The target's softmax of z (already in its dtype and on its device), with the u and tiny to judge it by."""
-    p = target.softmax(z, temperature)
-    check(isinstance(p, Tensor) and tuple(p.shape) == tuple(z.shape),
-          f"softmax returned shape {tuple(getattr(p, 'shape', ()))} for logits of shape {tuple(z.shape)}")
-    check(p.dtype.is_floating_point, f"softmax returned dtype {p.dtype}")
-    u = unit_roundoff(z.dtype, p.dtype)
-    tiny = max(torch.finfo(z.dtype).tiny, torch.finfo(p.dtype).tiny)
-    return p, u, tiny
+from spec.tolerance import CLASSES, assert_close, check
 
 
 def _draw_logits(data: st.DataObject, target: Target, *, magnitude: float = 30.0, max_vocab: int = 40,
@@ -149,24 +55,6 @@ def _draw_logits(data: st.DataObject, target: Target, *, magnitude: float = 30.0
 
 
 _SOURCE_13 = "embedding-to-choice §13"
-
-
-def temperature_stats(target: Target, z: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Top probability and entropy of the target's softmax(z / T) per row of z [B, V] (SOFT-5), each with its
-    rounding allowance: (p_max [B], allowance [B], entropy in nats [B], allowance [B]). T = 0 is the argmax."""
-    zd = z.double().cpu()
-    p, u, tiny = _run_softmax(target, z, temperature)
-    pd = p.double().cpu()
-    bnd = torch.full_like(zd, tiny) if temperature == 0.0 else softmax_error_bound(zd, temperature, u, tiny)
-    return pd.amax(dim=-1), bnd.amax(dim=-1), entropy(pd), entropy_allowance(zd, temperature, u, tiny)
-
-
-def scaled_distribution(target: Target, h: Tensor, U: Tensor, a: float) -> tuple[Tensor, Tensor, float, float]:
-    """The logits of the hidden state h [d] scaled by a, (a h) U [1, V], and the target's softmax of them at
-    T = 1 [1, V] (SOFT-6), with the unit roundoff and smallest normal to judge that softmax by."""
-    za = ((a * h) @ U).unsqueeze(0)  # [1, V] in the target's dtype
-    p, u, tiny = _run_softmax(target, za, 1.0)
-    return za, p, u, tiny
 
 
 def _sum_rounding(a: Tensor, b: Tensor, computed: Tensor) -> Tensor:
@@ -189,7 +77,7 @@ def soft_1(target: Target, data: st.DataObject) -> None:
     row sums to 1 within (2V + 8) u."""
     z = _draw_logits(data, target)
     t = data.draw(st.one_of(st.just(1.0), temperatures(), st.just(0.0)), label="temperature")
-    p, u, _ = _run_softmax(target, z, t)
+    p, u, _ = run_softmax(target, z, t)
     check(bool(torch.isfinite(p).all()), f"softmax(T={t}) produced non-finite probabilities: {p}")
     check(bool((p >= 0).all()), f"softmax(T={t}) produced a negative probability: min {float(p.min())}")
     v = z.shape[-1]
@@ -215,7 +103,7 @@ def soft_2(target: Target, data: st.DataObject) -> None:
     for i, j in pairs:
         z[:, j] = z[:, i]
     t = data.draw(st.one_of(st.just(1.0), temperatures()), label="temperature")
-    p, u, tiny = _run_softmax(target, z, t)
+    p, u, tiny = run_softmax(target, z, t)
     pd, zd = p.double().cpu(), z.double().cpu()
     exact = exact_softmax(zd, t)
     bnd = softmax_error_bound(zd, t, u, tiny)
@@ -255,14 +143,14 @@ def soft_3(target: Target, data: st.DataObject) -> None:
     shift = -z.amax(dim=-1, keepdim=True) if c is None else torch.tensor(c, dtype=z.dtype, device=z.device)
     zd = z.double().cpu()
     exact = exact_softmax(zd, t)
-    p0, u, tiny = _run_softmax(target, z, t)
+    p0, u, tiny = run_softmax(target, z, t)
     within(p0, exact, softmax_error_bound(zd, t, u, tiny), f"softmax(z, T={t})")
     # the drawn shift, and always the largest of the range: e^(1000 / T) overflows every float format, so an
     # implementation that exponentiates without subtracting the maximum cannot pass on the luck of the draw
     big = torch.tensor(1e3, dtype=z.dtype, device=z.device)
     for name, sh in ((f"{'-max z' if c is None else c}", shift), ("1e3", big)):
         zs = z + sh
-        ps = _run_softmax(target, zs, t)[0]
+        ps = run_softmax(target, zs, t)[0]
         rounding = _sum_rounding(zd, sh.double().cpu().expand_as(zd), zs.double().cpu())
         within(ps, exact, softmax_error_bound(zs.double().cpu(), t, u, tiny, input_err=rounding, reference_z=zd),
                f"softmax(z + c, T={t}) vs softmax(z, T={t}) (c = {name})")
@@ -287,10 +175,10 @@ def soft_4(target: Target, data: st.DataObject) -> None:
     zd = z.double().cpu()
     v = z.shape[-1]
     t = data.draw(temperatures(), label="temperature")
-    p, u, tiny = _run_softmax(target, z, t)
+    p, u, tiny = run_softmax(target, z, t)
     within(p, exact_softmax(zd, t), softmax_error_bound(zd, t, u, tiny), f"softmax(z, T={t}) vs softmax(z / T)")
 
-    p0, _, _ = _run_softmax(target, z, 0.0)
+    p0, _, _ = run_softmax(target, z, 0.0)
     p0d = p0.double().cpu()
     check(bool(((p0d == 0) | (p0d == 1)).all()) and bool((p0d.sum(dim=-1) == 1).all()),
           f"softmax(z, T=0) is not one-hot: {p0d}")
@@ -308,7 +196,7 @@ def soft_4(target: Target, data: st.DataObject) -> None:
         if g >= 1e-3:
             s = data.draw(st.floats(0.01, 1.0), label="small_T_fraction")
             t_small = s * g / math.log((v - k) / eps)
-            ps, u_s, tiny_s = _run_softmax(target, z[:1], t_small)
+            ps, u_s, tiny_s = run_softmax(target, z[:1], t_small)
             psd = ps.double().cpu()[0]
             bnd = softmax_error_bound(zd[:1], t_small, u_s, tiny_s)[0]
             is_top = row == top
@@ -322,7 +210,7 @@ def soft_4(target: Target, data: st.DataObject) -> None:
     if r > 0:
         s = data.draw(st.floats(1.0, 100.0), label="large_T_factor")
         t_large = s * r / math.log1p(v * eps)
-        pl, u_l, tiny_l = _run_softmax(target, z[:1], t_large)
+        pl, u_l, tiny_l = run_softmax(target, z[:1], t_large)
         bnd = softmax_error_bound(zd[:1], t_large, u_l, tiny_l)[0]
         at_most((pl.double().cpu()[0] - 1.0 / v).abs(), math.expm1(r / t_large) / v, bnd,
                 f"|p_i - 1/V| at T={t_large:.3g} (range {r:.3g}) vs (e^(R/T) - 1) / V")
@@ -399,7 +287,7 @@ def soft_6(target: Target, data: st.DataObject) -> None:
         within(p_scaled, exact, softmax_error_bound(za.double().cpu(), 1.0, u, tiny, input_err=deviation,
                                                     reference_z=zd, reference_temperature=1.0 / a),
                f"softmax((a h) U) vs exact softmax(a h U) at a={a:.4g}")
-        p_temp, u, tiny = _run_softmax(target, z, 1.0 / a)
+        p_temp, u, tiny = run_softmax(target, z, 1.0 / a)
         within(p_temp, exact, softmax_error_bound(zd, 1.0 / a, u, tiny),
                f"softmax(h U, T=1/a) vs exact softmax(a h U) at a={a:.4g}")
         bnd = softmax_error_bound(zd, 1.0 / a, u, tiny)[0]
@@ -411,7 +299,7 @@ def soft_6(target: Target, data: st.DataObject) -> None:
     (h1, e1), (h2, e2) = entropies
     at_most(float(h2), float(h1), float(e1 + e2), f"entropy at a2={a2:.4g} vs at a1={a1:.4g}")
     zero = ((0.0 * h) @ U).unsqueeze(0)
-    p0, u, tiny = _run_softmax(target, zero, 1.0)
+    p0, u, tiny = run_softmax(target, zero, 1.0)
     within(p0, torch.full((1, v), 1.0 / v, dtype=torch.float64),
            softmax_error_bound(torch.zeros(1, v), 1.0, u, tiny), "softmax at a = 0 vs uniform")
 
@@ -481,7 +369,7 @@ def _soft_7_softmax(target: Target, data: st.DataObject) -> None:
     mask = torch.tensor(masked, device=z.device)
     z[:, mask] = -math.inf
     t = data.draw(st.one_of(st.just(1.0), temperatures(0.5, 2.0)), label="temperature")
-    p, u, tiny = _run_softmax(target, z, t)
+    p, u, tiny = run_softmax(target, z, t)
     check(bool(torch.isfinite(p).all()), f"softmax(T={t}) of logits up to 1e4 / -inf is not finite: {p}")
     pd = p.double().cpu()
     check(bool((pd[:, mask.cpu()] == 0).all()),

@@ -14,7 +14,7 @@ import torch
 from hypothesis import strategies as st
 
 from spec.catalog import claim
-from spec.claims.emb import live_model
+from spec.edits import live_model
 from spec.strategies import built_configs, permutations, seeds, token_ids
 from spec.target import NotExposed, Target, Tokenizer, skip_part
 from spec.tolerance import CLASSES, assert_close, assert_equal, check

@@ -30,16 +30,26 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from spec.catalog import claim
+from spec.oracles import (
+    BAND,
+    DEPTH_PROMPTS,
+    IOI_PROMPTS,
+    MAX_TAIL_SHARE,
+    MIN_IN_BAND,
+    MIN_LONGEST,
+    STORM_PROMPT,
+    TAIL,
+    embedding_norm_ratios,
+    lens_ranks,
+    logit_lens,
+    rank_of,
+    residual_norms,
+    text_ids,
+)
 from spec.target import Target, Tokenizer
 from spec.tolerance import CLASSES, assert_close, check
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _ids(target: Target, text: str) -> Tensor:
-    ids = target.tokenizer().encode(text)
-    check(len(ids) > 0, f"the tokenizer gives no tokens for {text!r}")
-    return torch.tensor([ids], dtype=torch.long, device=target.device)
 
 
 def _single(tok: Tokenizer, word: str) -> int | None:
@@ -50,7 +60,7 @@ def _single(tok: Tokenizer, word: str) -> int | None:
 
 def _last_logits(target: Target, text: str) -> Tensor:
     """Next-token logits after ``text`` (the last position), in float64 on the CPU: [V]."""
-    return target.logits(_ids(target, text))[0, -1].detach().double().cpu()
+    return target.logits(text_ids(target, text))[0, -1].detach().double().cpu()
 
 
 def _enough(needed: int, usable: list[bool], what: str) -> None:
@@ -60,37 +70,13 @@ def _enough(needed: int, usable: list[bool], what: str) -> None:
                                  f"needs {needed}")
 
 
-def _rank(z: Tensor, i: int) -> int:
-    """How many tokens score strictly higher than token i (0 = the top choice)."""
-    return int((z > z[i]).sum())
-
-
 def _show(tok: Tokenizer, i: int) -> str:
     return repr(tok.decode([i]))
 
 
 # ------------------------------------------------------------------------------ TR-1
 
-# Prompts whose last position TR-1 and TR-3 follow through the layers.
-DEPTH_PROMPTS = (
-    "John and Mary went to the bar. John bought a drink for",
-    "The storm is",
-    "The capital of France is",
-    "Once upon a time, there was a little",
-    "The sun rises in the east and sets in the",
-    "def add(a, b):\n    return",
-    "I like to eat apples and",
-    "She opened the door and saw",
-)
-
 GROWTH_FACTOR = 4.0  # |h after the last block| >= this * |h after the first block|
-
-
-def residual_norms(target: Target, text: str) -> list[float]:
-    """|h_l| at the last position of ``text`` for l = 0..L (h_0 the embedding, h_l the residual stream after
-    block l, before the final norm), in float64 (TR-1)."""
-    states = target.residual_states(_ids(target, text))
-    return [float(s[0, -1].detach().double().norm()) for s in states]
 
 
 @claim("TR-1", "In a trained model the residual stream grows longer with depth.",
@@ -126,20 +112,6 @@ def tr_1(target: Target, data: st.DataObject) -> None:
 
 # ------------------------------------------------------------------------------ TR-2
 
-BAND = 0.2  # "similar norm": within +-20% of the median row norm
-MIN_IN_BAND = 0.70
-TAIL = 1.5  # an outlier row is longer than 1.5x or shorter than 1/1.5 of the median
-MAX_TAIL_SHARE = 0.05
-MIN_LONGEST = 2.0  # the longest row is at least twice the median
-
-
-def embedding_norm_ratios(target: Target) -> Tensor:
-    """|E_i| / median_j |E_j| for every row of the embedding table, in float64 on the CPU: [V] (TR-2)."""
-    E = target.embedding_matrix()
-    norms = torch.cat([chunk.detach().double().cpu().norm(dim=1) for chunk in E.split(8192)])
-    return norms / norms.median()
-
-
 @claim("TR-2", "Most rows of a trained embedding table have similar norms, with a small tail of outliers.",
        source="tokens-as-directions \"Directions in space\"", needs=("trained", "embedding_matrix"),
        tolerance="none needed: norms are computed in float64 from the table itself; the measured shares "
@@ -171,24 +143,6 @@ def tr_2(target: Target, data: st.DataObject) -> None:
 # ------------------------------------------------------------------------------ TR-3
 
 
-def lens_states(target: Target, ids: Tensor) -> Tensor:
-    """final_norm(h_l) at the last position of ids [1, T] for l = 0..L: the states the logit lens reads,
-    in the target's dtype: [L + 1, d] (TR-3)."""
-    states = target.residual_states(ids)
-    h = torch.stack([s[0, -1].detach() for s in states])[None]  # the last position at every depth: [1, L + 1, d]
-    return target.final_norm(h)[0].detach()
-
-
-def logit_lens(target: Target, ids: Tensor) -> Tensor:
-    """final_norm(h_l) @ U (+ b) at the last position of ids [1, T] for l = 0..L: [L + 1, V] (TR-3)."""
-    U, b = target.unembedding()
-    lens = lens_states(target, ids) @ U.detach()  # [L + 1, V]
-    return lens if b is None else lens + b
-
-
-def lens_ranks(lens: Tensor, token: int) -> list[int]:
-    """The rank of ``token`` (0 = top) in each row of the logit lens [L + 1, V], compared in float64 (TR-3)."""
-    return [_rank(z, token) for z in lens.double().cpu()]
 
 
 @claim("TR-3", "Logit lens: intermediate residual states read through the final norm and unembedding rank the "
@@ -208,7 +162,7 @@ def tr_3(target: Target, data: st.DataObject) -> None:
     """lens_l = final_norm(h_l) @ U (+ b). lens_L == logits[-1] (target tolerance); argmax lens_L == t; and
     median(rank_l, last ceil(L/4) blocks) < median(rank_l, blocks 1..floor(L/2))."""
     prompt = data.draw(st.sampled_from(DEPTH_PROMPTS), label="prompt")
-    ids = _ids(target, prompt)
+    ids = text_ids(target, prompt)
     logits = target.logits(ids)[0, -1]
     lens = logit_lens(target, ids)  # [L + 1, V]
     assert_close(lens[-1], logits, CLASSES[target.tolerance], f"{prompt!r}: logit lens after the last block vs logits")
@@ -226,13 +180,6 @@ def tr_3(target: Target, data: st.DataObject) -> None:
 
 
 # ------------------------------------------------------------------------------ TR-4
-
-# (prompt, the name expected, the name it should beat). The first is the essay's; the second is its mirror
-# image, so a model preferring " Mary" whatever the prompt fails.
-IOI_PROMPTS = (
-    ("John and Mary went to the bar. John bought a drink for", " Mary", " John"),
-    ("John and Mary went to the bar. Mary bought a drink for", " John", " Mary"),
-)
 
 
 @claim("TR-4", "After \"John and Mary went to the bar. John bought a drink for\" a trained model ranks \" Mary\" "
@@ -258,8 +205,8 @@ def tr_4(target: Target, data: st.DataObject) -> None:
     z = _last_logits(target, prompt)
     p = torch.softmax(z, dim=0)
     check(bool(z[i] > z[j]),
-          f"{prompt!r}: {expected!r} (p = {float(p[i]):.4f}, rank {_rank(z, i)}) does not outrank {other!r} "
-          f"(p = {float(p[j]):.4f}, rank {_rank(z, j)}); the top token is {_show(tok, int(z.argmax()))}")
+          f"{prompt!r}: {expected!r} (p = {float(p[i]):.4f}, rank {rank_of(z, i)}) does not outrank {other!r} "
+          f"(p = {float(p[j]):.4f}, rank {rank_of(z, j)}); the top token is {_show(tok, int(z.argmax()))}")
 
 
 # ------------------------------------------------------------------------------ TR-5
@@ -364,13 +311,12 @@ def tr_6(target: Target, data: st.DataObject) -> None:
         z = _last_logits(target, prompt)
         got = int(z.argmax())
         check(got == want, f"after {prompt!r} the chosen token is {_show(tok, got)}, not {_show(tok, want)} "
-                           f"(which ranks {_rank(z, want)}); the edit {p1!r} -> {p2!r} should change the choice "
+                           f"(which ranks {rank_of(z, want)}); the edit {p1!r} -> {p2!r} should change the choice "
                            f"from {t1!r} to {t2!r}")
 
 
 # ------------------------------------------------------------------------------ TR-7
 
-STORM_PROMPT = "The storm is"
 # The continuations inference-journey §14 lists, and more words for a storm's course or state.
 STORM_RELATED = (" coming", " getting", " over", " approaching", " here", " strong", " raging", " moving",
                  " expected", " brewing", " near", " gone", " passing", " violent")
@@ -405,6 +351,6 @@ def tr_7(target: Target, data: st.DataObject) -> None:
     z = _last_logits(target, STORM_PROMPT)
     best_other = max(unrelated, key=lambda w: float(z[unrelated[w]]))
     j = unrelated[best_other]
-    losers = [f"{w!r} (logit {float(z[i]):.3f}, rank {_rank(z, i)})" for w, i in related.items() if not z[i] > z[j]]
+    losers = [f"{w!r} (logit {float(z[i]):.3f}, rank {rank_of(z, i)})" for w, i in related.items() if not z[i] > z[j]]
     check(not losers, f"after {STORM_PROMPT!r}, the unrelated {best_other!r} (logit {float(z[j]):.3f}, rank "
-                      f"{_rank(z, j)}) outranks related words: {', '.join(losers)}")
+                      f"{rank_of(z, j)}) outranks related words: {', '.join(losers)}")

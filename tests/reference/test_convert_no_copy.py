@@ -30,7 +30,7 @@ from reference import build, preset
 from reference.block import Block
 from reference.convert import from_hf
 from reference.model import Transformer
-from spec.claims.ref import independent_reference
+from spec.edits import independent_reference
 from spec.targets.hf_presets import HF_PRESETS, build_hf
 from spec.targets.hf_target import HFTarget
 from spec.targets.reference_target import ReferenceTarget

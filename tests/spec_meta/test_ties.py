@@ -18,7 +18,7 @@ from torch import Tensor
 import reference
 from spec.catalog import CATALOG, load_all
 from spec.claims import dec
-from spec.claims.dec import Keep, members_label, top_k_options, top_p_options
+from spec.oracles import Keep, members_label, top_k_options, top_p_options
 from spec.runner import FAILED, PASSED, Result, run_claim
 from spec.target import NOTES, Target
 

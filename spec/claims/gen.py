@@ -3,7 +3,7 @@
 These claims use only what a fixed model exposes (logits, and decode / generate where
 offered), so they run on the reference presets, on HuggingFace models and on a user's
 model alike. Greedy choices are compared with a fresh full forward pass through
-``check_greedy_step`` (spec.claims.dec): a chosen token must attain the maximum logit
+``check_greedy_step`` (spec.oracles): a chosen token must attain the maximum logit
 up to twice the target's tolerance, since generate may compute its step logits through
 a KV cache (GEN-2 bounds that difference by the same tolerance).
 """

@@ -76,6 +76,7 @@ def _show(tok: Tokenizer, i: int) -> str:
 
 # ------------------------------------------------------------------------------ TR-1
 
+# DEPTH_PROMPTS and residual_norms are in spec.oracles (figure 4 draws them too).
 GROWTH_FACTOR = 4.0  # |h after the last block| >= this * |h after the first block|
 
 
@@ -112,6 +113,9 @@ def tr_1(target: Target, data: st.DataObject) -> None:
 
 # ------------------------------------------------------------------------------ TR-2
 
+# BAND, TAIL and the other thresholds, and embedding_norm_ratios, are in spec.oracles (figure 5).
+
+
 @claim("TR-2", "Most rows of a trained embedding table have similar norms, with a small tail of outliers.",
        source="tokens-as-directions \"Directions in space\"", needs=("trained", "embedding_matrix"),
        tolerance="none needed: norms are computed in float64 from the table itself; the measured shares "
@@ -142,7 +146,7 @@ def tr_2(target: Target, data: st.DataObject) -> None:
 
 # ------------------------------------------------------------------------------ TR-3
 
-
+# lens_states, logit_lens and lens_ranks are in spec.oracles (figure 6).
 
 
 @claim("TR-3", "Logit lens: intermediate residual states read through the final norm and unembedding rank the "
@@ -180,6 +184,8 @@ def tr_3(target: Target, data: st.DataObject) -> None:
 
 
 # ------------------------------------------------------------------------------ TR-4
+
+# IOI_PROMPTS is in spec.oracles (figure 6).
 
 
 @claim("TR-4", "After \"John and Mary went to the bar. John bought a drink for\" a trained model ranks \" Mary\" "
@@ -317,6 +323,7 @@ def tr_6(target: Target, data: st.DataObject) -> None:
 
 # ------------------------------------------------------------------------------ TR-7
 
+# STORM_PROMPT is in spec.oracles (figure 7).
 # The continuations inference-journey §14 lists, and more words for a storm's course or state.
 STORM_RELATED = (" coming", " getting", " over", " approaching", " here", " strong", " raging", " moving",
                  " expected", " brewing", " near", " gone", " passing", " violent")

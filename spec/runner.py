@@ -561,9 +561,12 @@ def examples_for(claim: Claim, target: Target, profile_max: int) -> int:
 
 def _realistic_count(claim: Claim, target: Target) -> int:
     """How many explicit realistic examples run first: the target's, for claims that run its model on its input
-    (claims about trained weights already use real text; model-free claims are cheap at any size)."""
+    and for the sampler claims, which then sample its own logits after a real prompt at temperature, top-k and top-p
+    away from the edges (claims about trained weights already use real text; the other model-free claims are
+    cheap at any size)."""
     n = getattr(target, "realistic_examples", 0)
-    if not n or "trained" in claim.needs or (claim.needs and set(claim.needs) <= _MODEL_FREE):
+    model_free = bool(claim.needs) and set(claim.needs) <= _MODEL_FREE and not set(claim.needs) & _SAMPLER
+    if not n or "trained" in claim.needs or model_free:
         return 0
     return n if "tokenizer" in target.capabilities else 0
 
@@ -580,6 +583,7 @@ def _prompts(target: Target) -> list[list[int]]:
 
 # capabilities that never run the model's forward pass
 _MODEL_FREE = frozenset({"tokenizer", "softmax", "filtered_probabilities", "sample"})
+_SAMPLER = frozenset({"filtered_probabilities", "sample"})  # model-free, yet given real logits when realistic
 
 
 def run_catalog(claims: list[Claim], target: Target, *, profile: settings | None = None,

@@ -8,7 +8,8 @@ Realistic examples. On an expensive target (a real trained model, where each cla
 ``Target.realistic_examples``), the runner first runs explicit examples built from real text: while
 :data:`REALISTIC` is set, :func:`target_ids`, :func:`padded_batch`, :func:`prefill_points` and the sampling-value
 strategies return fixed realistic values — prompts of 5-40 tokens from :data:`REAL_PROMPTS` (cut to what the claim
-asks for), a left-padded batch of prompts of different lengths, a prefill point inside the sequence, temperature
+asks for), a left-padded batch of prompts of different lengths, a prefill point inside the sequence, and for the
+sampler claims the target's own next-token logits after a real prompt (:func:`real_logits_row`) at temperature
 0.7, top-k 40 and top-p 0.9 — instead of drawing. Only then come the drawn examples, whose first is Hypothesis's
 minimal one (ids [[0]], prefill 1), so a claim never sees only trivial input on a real model.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from hypothesis import strategies as st
@@ -25,6 +27,8 @@ from torch import Tensor
 
 from reference.config import ModelConfig
 from spec.target import Target
+
+T_ = TypeVar("T_")
 
 POSITION_KINDS = ("none", "learned", "sinusoidal", "rotary", "alibi")
 
@@ -153,25 +157,37 @@ def prefill_points(length: int) -> st.SearchStrategy[int]:
     return st.integers(1, length)
 
 
-def sampling_temperatures(lo: float, hi: float) -> st.SearchStrategy[float]:
-    """A temperature in [lo, hi] for the sampler claims (realistic: 0.7, or the nearest value in range)."""
-    if _realistic() is not None:
-        return st.just(min(max(0.7, lo), hi))
-    return st.floats(lo, hi)
+def realistic_or(strategy: st.SearchStrategy[T_], value: T_) -> st.SearchStrategy[T_]:
+    """``strategy`` unchanged while drawing; ``value`` while a realistic example runs."""
+    return st.just(value) if _realistic() is not None else strategy
+
+
+def sampling_temperatures(strategy: st.SearchStrategy[float]) -> st.SearchStrategy[float]:
+    """A sampler claim's temperatures: ``strategy``, or 0.7 in a realistic example (a common chat setting)."""
+    return realistic_or(strategy, 0.7)
 
 
 def top_ks(lo: int, hi: int) -> st.SearchStrategy[int]:
     """A top-k value in [lo, hi] (realistic: 40, or the nearest value in range)."""
-    if _realistic() is not None:
-        return st.just(min(max(40, lo), hi))
-    return st.integers(lo, hi)
+    return realistic_or(st.integers(lo, hi), min(max(40, lo), hi))
 
 
-def top_ps(lo: float = 0.0, hi: float = 1.0) -> st.SearchStrategy[float]:
-    """A top-p value in (lo, hi] (realistic: 0.9, or the nearest value in range)."""
-    if _realistic() is not None:
-        return st.just(min(max(0.9, lo), hi))
-    return st.floats(lo, hi, exclude_min=True)
+def top_ps(lo: float, hi: float) -> st.SearchStrategy[float]:
+    """A top-p value in [lo, hi] (realistic: 0.9, or the nearest value in range)."""
+    return realistic_or(st.floats(lo, hi), min(max(0.9, lo), hi))
+
+
+def real_logits_row(target: Target, width: int = 64) -> list[float] | None:
+    """In a realistic example: the ``width`` largest next-token logits the target itself gives after a real
+    prompt, in token-ID order — the head of a real distribution, wide enough that top-k = 40 and top-p = 0.9 cut
+    inside it (the sampler claims' realistic row); None while drawing, where the claim draws its own row."""
+    real = _realistic()
+    if real is None:
+        return None
+    ids = torch.tensor([real._prompt(0, target)], dtype=torch.long, device=target.device)
+    last = target.logits(ids)[0, -1].detach().double().cpu()  # [V]
+    keep = torch.topk(last, min(width, last.numel())).indices.sort().values
+    return [float(x) for x in last[keep]]
 
 
 # Real text for the realistic examples: 5-40 tokens each in a byte-level BPE vocabulary of ~50k (SmolLM2's).

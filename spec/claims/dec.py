@@ -64,7 +64,18 @@ from spec.oracles import (
     top_p_options,
     work_dtype,
 )
-from spec.strategies import generator, grid_logits, seeds, spread, temperatures_away_from_one, unique_max
+from spec.strategies import (
+    generator,
+    grid_logits,
+    real_logits_row,
+    sampling_temperatures,
+    seeds,
+    spread,
+    temperatures_away_from_one,
+    top_ks,
+    top_ps,
+    unique_max,
+)
 from spec.target import NotExposed, Target, note
 from spec.tolerance import CLASSES, assert_close, assert_equal, check, error_ratio, for_dtype
 
@@ -166,11 +177,22 @@ def dec_2(target: Target, data: st.DataObject) -> None:
     2 tests each, alpha 1.25e-5 per test); under derandomized profiles the drawn seeds
     are fixed, so a run's verdict never changes between runs.
     """
-    row = spread(data.draw(grid_logits(min_vocab=2, max_vocab=12, lo=-16, hi=16), label="logits")[0])
-    temperature = data.draw(temperatures_away_from_one, label="temperature")
+    row, shown = _sampled_row(target, data, min_vocab=2, max_vocab=12, lo=-16, hi=16)
+    temperature = data.draw(sampling_temperatures(temperatures_away_from_one), label="temperature")
     seed = data.draw(seeds, label="seed")
     counts = draw_counts(target, as_logits(target, [row])[0], seed, temperature)
-    check_fit(counts, probs64(row, temperature), f"sample(T={temperature:.4g}) of logits {row}")
+    check_fit(counts, probs64(row, temperature), f"sample(T={temperature:.4g}) of {shown}")
+
+
+def _sampled_row(target: Target, data: st.DataObject, *, min_vocab: int, max_vocab: int, lo: int,
+                 hi: int) -> tuple[list[float], str]:
+    """The logits a statistical part samples from, and how a failure names them: a drawn grid row (never all
+    equal), or in a realistic example the target's own top logits after a real prompt (spec.strategies)."""
+    real = real_logits_row(target)
+    if real is not None:
+        return real, f"the target's {len(real)} largest next-token logits after a real prompt"
+    row = spread(data.draw(grid_logits(min_vocab=min_vocab, max_vocab=max_vocab, lo=lo, hi=hi), label="logits")[0])
+    return row, f"logits {row}"
 
 
 # ======================================================================================================
@@ -293,9 +315,9 @@ def dec_3(target: Target, data: st.DataObject) -> None:
         k = data.draw(st.integers(1, v), label="tied_k")
         _check_filtered(target, [0.0] * v, 1.0, top_k_options([0.0] * v, k), f"top_k={k} on {v} equal logits",
                         TOP_K_TIE, top_k=k)
-    row = spread(data.draw(grid_logits(min_vocab=3, max_vocab=12, lo=-8, hi=8), label="logits")[0])
-    k = data.draw(st.integers(1, len(row) - 1), label="k")
-    temperature = data.draw(temperatures_away_from_one, label="temperature")
+    row, _ = _sampled_row(target, data, min_vocab=3, max_vocab=12, lo=-8, hi=8)
+    k = data.draw(top_ks(1, len(row) - 1), label="k")
+    temperature = data.draw(sampling_temperatures(temperatures_away_from_one), label="temperature")
     seed = data.draw(seeds, label="seed")
     _check_draws(target, row, temperature, top_k_options(row, k), seed, f"sample(top_k={k}, T={temperature:.4g})",
                  TOP_K_TIE, top_k=k)
@@ -349,9 +371,9 @@ def dec_4(target: Target, data: st.DataObject) -> None:
         p = j / v
         _check_filtered(target, [0.0] * v, 1.0, top_p_options([0.0] * v, 1.0, p, 0.0),
                         f"top_p={p} on {v} equal logits", TOP_P_TIE, top_p=p)
-    row = spread(data.draw(grid_logits(min_vocab=3, max_vocab=12, lo=-8, hi=8), label="logits")[0])
-    p = data.draw(st.floats(0.05, 0.95), label="p")
-    temperature = data.draw(temperatures_away_from_one, label="temperature")
+    row, _ = _sampled_row(target, data, min_vocab=3, max_vocab=12, lo=-8, hi=8)
+    p = data.draw(top_ps(0.05, 0.95), label="p")
+    temperature = data.draw(sampling_temperatures(temperatures_away_from_one), label="temperature")
     seed = data.draw(seeds, label="seed")
     _check_draws(target, row, temperature, top_p_options(row, temperature, p, slack), seed,
                  f"sample(top_p={p:.4g}, T={temperature:.4g})", TOP_P_TIE, top_p=p)

@@ -7,6 +7,8 @@ run that many explicit examples first, built from spec.strategies.REAL_PROMPTS i
 
 from __future__ import annotations
 
+import pytest
+import torch
 from hypothesis import settings
 from torch import Tensor
 
@@ -82,3 +84,42 @@ def test_a_built_model_too_small_for_any_real_id_still_gets_whole_rows() -> None
     ids = real.ids(small, min_len=1, max_len=8, batch=2)
     assert ids.shape == (2, 8) and int(ids.max()) < 8
     assert ids[0].tolist() == [(1000 + i) % 8 for i in range(8)]
+
+
+class Sampling(ReferenceTarget):
+    """The reference, recording what the sampler claims hand its sampler: (row, temperature, top_k, top_p)."""
+
+    samples: list[tuple[list[float], float, int | None, float | None]]
+
+    def sample(self, logits: Tensor, generator: torch.Generator, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None) -> Tensor:
+        self.samples.append((logits[0].tolist(), temperature, top_k, top_p))
+        return super().sample(logits, generator, temperature, top_k, top_p)
+
+
+@pytest.mark.parametrize(("cid", "top_k", "top_p"), [("DEC-2", None, None), ("DEC-3", 40, None), ("DEC-4", None, 0.9)])
+def test_sampler_claims_sample_the_targets_own_logits_of_a_real_prompt_first(cid: str, top_k: int | None,
+                                                                               top_p: float | None) -> None:
+    """Issue #11: temperature 0.7, top-k 40, top-p 0.9 on the target's own 64 largest next-token logits after a
+    real prompt (the head of a real distribution, so k and p cut inside it), then the drawn grid rows."""
+    ordered()
+    base = ReferenceTarget.from_preset("llama-tiny")
+    target = Sampling(base.model, name="sampling")
+    target.samples, target.realistic_examples = [], 2
+    result = run_claim(CATALOG[cid], target, profile=FAST)
+    assert result.status == PASSED, result.detail
+    assert result.realistic == 2
+    prompt = [t for t in target.tokenizer().encode(REAL_PROMPTS[0]) if t < target.vocab_size]
+    last = base.logits(torch.tensor([prompt]))[0, -1]
+    head = sorted(torch.topk(last, 64).indices.tolist())
+    row, temperature, k, p = target.samples[0]
+    assert row == last[head].tolist() and (temperature, k, p) == (0.7, top_k, top_p)
+    assert all(len(s[0]) <= 12 for s in target.samples[2:])  # then the drawn rows
+
+
+def test_without_realistic_examples_the_sampler_claims_draw_grid_rows() -> None:
+    ordered()
+    target = Sampling(ReferenceTarget.from_preset("llama-tiny").model, name="sampling")
+    target.samples = []
+    assert run_claim(CATALOG["DEC-3"], target, profile=FAST).realistic == 0
+    assert all(len(s[0]) <= 12 for s in target.samples)

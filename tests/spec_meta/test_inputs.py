@@ -54,6 +54,7 @@ def no_build(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "resolve", refuse)
     monkeypatch.setattr("spec.explain.builtin_target", refuse)
     monkeypatch.setattr("spec.runner.run_catalog", refuse)
+    monkeypatch.setattr("spec.runner.run_claim", refuse)
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:

@@ -30,10 +30,6 @@ from spec.errors import InputError
 if TYPE_CHECKING:
     from spec.runner import Progress, Result
 
-TARGET_HELP = ("reference[:preset], hf:<preset>, smollm2, smollm2:hf, tlens:<preset>, tlens:smollm2, "
-               "llamacpp:smollm2, mutant:<name>, or module.path:factory")
-
-
 USAGE, INTERRUPTED = 2, 130  # exit statuses: a bad input; Ctrl-C (128 + SIGINT, as a shell reports it)
 MAX_STEPS = 1000  # explain --steps: each step prints a screenful; more is a typo, not a wish
 REPORT_SUFFIXES = (".json", ".md", ".xml")
@@ -85,8 +81,12 @@ def _main(argv: Sequence[str] | None) -> int:
     p_list = sub.add_parser("list", help="print the claim catalog")
     p_list.add_argument("--markdown", action="store_true", help="print docs/claims.md")
 
-    p_check = sub.add_parser("check", help="run the catalog against a target")
-    p_check.add_argument("target", help=TARGET_HELP)
+    from spec.targets import registry  # the kinds of target, listed in the help as the errors list them
+
+    p_check = sub.add_parser("check", help="run the catalog against a target",
+                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                             epilog=f"targets:\n{registry.kinds_help()}")
+    p_check.add_argument("target", help=registry.forms_text())
     _device_dtype(p_check)
     p_check.add_argument("--profile", choices=profiles.PROFILES, default=None, help="Hypothesis profile")
     p_check.add_argument("--report", default=None, help="write a report: .json, .md or .xml (JUnit)")
@@ -237,14 +237,12 @@ def _list(as_markdown: bool) -> int:
 def _check(args: argparse.Namespace) -> int:
     """Validate every option, build the target, run the claims (in worker processes with -j N > 1, each building
     the target again); a Ctrl-C keeps what finished (exit 130)."""
-    from hypothesis import settings
-
     from spec import report
     from spec.catalog import CATALOG, ordered
-    from spec.expectations import BUILTIN, for_target
-    from spec.pool import Setup, available_cores, release_parent_copy, run_pool, threads_per_worker
-    from spec.runner import DEFAULT_SHRINK_SECONDS, FAILING, Invocation, run_catalog
-    from spec.targets.registry import resolve
+    from spec.check import Check
+    from spec.expectations import BUILTIN
+    from spec.pool import available_cores, threads_per_worker
+    from spec.runner import FAILING
 
     claims = ordered()
     if args.claim:
@@ -257,19 +255,15 @@ def _check(args: argparse.Namespace) -> int:
     if args.report:
         check_report_path(args.report)
     profile = profiles.load(args.profile)
-    folder = None if args.no_expectations else (args.expectations or BUILTIN)
-    deviations = for_target(folder, args.target, set(CATALOG)) if folder else {}
-    target = resolve(args.target, device=args.device, dtype=args.dtype)
-    shrink = DEFAULT_SHRINK_SECONDS if args.shrink_seconds is None else args.shrink_seconds
-    how = Invocation(target_spec=args.target, profile=profile, device=args.device, dtype=args.dtype,
-                     expectations=args.expectations, no_expectations=args.no_expectations, seed=args.seed,
-                     shrink_seconds=shrink, timeout=args.timeout)
+    check = Check(args.target, device=args.device, dtype=args.dtype,
+                  expectations=None if args.no_expectations else (args.expectations or BUILTIN), profile=profile,
+                  seed=args.seed, shrink_seconds=args.shrink_seconds, timeout=args.timeout)
     workers = min(args.jobs or available_cores(), len(claims))  # 1: in this process, as without -j
     threads = threads_per_worker(workers)
     stream = None if args.quiet else Stream(sys.stdout)
     if stream is not None:
-        print(f"target {target.describe()} on {args.device} ({args.dtype}), profile {profile}, "
-              f"{len(claims)} claims, shrinking up to {shrink:g} s per failure"
+        print(f"target {check.target.describe()} on {args.device} ({args.dtype}), profile {profile}, "
+              f"{len(claims)} claims, shrinking up to {check.invocation.shrink_seconds:g} s per failure"
               + (f", in {workers} worker processes ({threads} torch thread{'s' * (threads > 1)} each)"
                  if workers > 1 else ""), flush=True)
     results: list[Result] = []
@@ -280,16 +274,9 @@ def _check(args: argparse.Namespace) -> int:
             stream.done(r)
 
     interrupted = False
-    try:
-        if workers > 1:  # the workers build their own targets: this one, built to check the spec, is let go
-            setup = Setup(args.target, args.device, args.dtype, profile, how, threads, tuple(sys.path))
-            del target
-            release_parent_copy()
-            run_pool(claims, setup, workers, deviations=deviations, progress=stream.progress if stream else None,
-                     on_result=done)
-        else:
-            run_catalog(claims, target, profile=settings.get_profile(profile), deviations=deviations,
-                        invocation=how, progress=stream.progress if stream else None, on_result=done)
+    try:  # with workers, they build their own targets: this one, built to check the spec, is let go
+        check.run_all(claims, jobs=workers, threads=threads, progress=stream.progress if stream else None,
+                      on_result=done)
     except KeyboardInterrupt:  # Ctrl-C: what finished is shown and written, not lost
         interrupted = True
         if stream is not None:

@@ -8,7 +8,8 @@ random weights for a claim about trained ones) are skipped with the reason named
 expected deviations (spec/targets/expectations/<target>.toml by default, see spec.expectations) are xfailed, and a
 listed deviation whose claim passes fails, so stale entries cannot hide anything.
 NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1 makes a trained model that cannot be located
-(spec.targets.smollm2) a failure instead of a skip.
+(spec.targets.smollm2) a failure instead of a skip. Each item runs its claim through spec.check.Check, the path
+``next-token-spec check`` and ``python -m spec.conformance`` take, so a target gets the same verdict from each.
 """
 
 from __future__ import annotations
@@ -22,18 +23,10 @@ from hypothesis import settings
 
 from spec import profiles
 from spec.catalog import Claim, ordered
-from spec.runner import (
-    DEFAULT_SHRINK_SECONDS,
-    DEVIATION,
-    FAILING,
-    HELD,
-    ILLUSTRATED,
-    PARTLY,
-    Invocation,
-    Result,
-    run_claim,
-)
+from spec.check import Check
+from spec.runner import DEVIATION, FAILING, HELD, ILLUSTRATED, PARTLY, Result
 from spec.target import Target
+from spec.targets import registry
 
 ENV_TARGET = "NEXT_TOKEN_SPEC_TARGET"
 
@@ -41,9 +34,9 @@ ENV_TARGET = "NEXT_TOKEN_SPEC_TARGET"
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("next-token-spec")
     group.addoption("--target", action="append", default=[], metavar="TARGET",
-                    help="run the claim catalog against TARGET (reference[:preset], hf:<preset>, smollm2, "
-                         "tlens:<preset>, llamacpp:smollm2, mutant:<name>, module.path:factory, ...; see "
-                         "`next-token-spec check -h`); repeatable; also $NEXT_TOKEN_SPEC_TARGET (comma-separated)")
+                    help=f"run the claim catalog against TARGET ({registry.forms_text()}; see `next-token-spec "
+                         "check -h`); repeatable; also $NEXT_TOKEN_SPEC_TARGET (comma-separated); builtin: "
+                         "every built-in target")
     group.addoption("--device", default="cpu", choices=("cpu", "cuda", "all"),
                     help="device for targets and device-parametrized tests: cpu, cuda, or all available")
     group.addoption("--dtype", default="float32", choices=("float32", "float64", "bfloat16", "float16"),
@@ -157,9 +150,7 @@ class ClaimItem(pytest.Item):
 
         if self.device == "cuda" and not torch.cuda.is_available():
             pytest.skip("CUDA not available")
-        target = _TARGETS.get(self.target_spec, self.device, self.dtype)
-        deviation = _deviations(self.config, self.target_spec).get(self.claim.id)
-        result = run_claim(self.claim, target, deviation=deviation, invocation=invocation(self))
+        result = check(self).run(self.claim)
         self.user_properties.append(("examples", result.examples))
         self.user_properties.append(("worst", result.worst))
         self.user_properties.append(("seconds", round(result.seconds, 3)))
@@ -211,21 +202,25 @@ def _pins() -> dict[str, dict[str, str]]:
     return _PINS
 
 
-def invocation(item: ClaimItem) -> Invocation:
-    """The options of this run as ``next-token-spec check`` takes them, for the reproducer of a failure."""
+_CHECKS: dict[tuple[object, ...], Check] = {}
+
+
+def check(item: ClaimItem) -> Check:
+    """The item's target with this run's options (spec.check, as ``next-token-spec check`` and
+    ``python -m spec.conformance`` use it): the target built once per session, its expected deviations read once,
+    the options of the run in the reproducer of a failure; a configured expectations folder must exist."""
     config = item.config
     folder = expectations_folder(config)
-    shrink = config.getoption("--shrink-seconds")
-    return Invocation(target_spec=item.target_spec, profile=str(settings._current_profile), device=item.device,
-                      dtype=item.dtype, expectations=None if folder in (None, _builtin()) else str(folder),
-                      no_expectations=folder is None, seed=_seed(config),
-                      shrink_seconds=DEFAULT_SHRINK_SECONDS if shrink is None else shrink)
-
-
-def _builtin() -> Path:
-    from spec.expectations import BUILTIN
-
-    return Path(BUILTIN)
+    shrink, seed, profile = config.getoption("--shrink-seconds"), _seed(config), str(settings._current_profile)
+    key = (item.target_spec, item.device, item.dtype, folder, shrink, seed, profile)
+    if key not in _CHECKS:
+        target = _TARGETS.get(item.target_spec, item.device, item.dtype)
+        if folder is not None and not folder.is_dir():
+            raise pytest.UsageError(f"expectations folder {folder} does not exist (--expectations or the ini "
+                                    "option next_token_spec_expectations)")
+        _CHECKS[key] = Check(item.target_spec, device=item.device, dtype=item.dtype, expectations=folder, seed=seed,
+                             shrink_seconds=shrink, target=target)
+    return _CHECKS[key]
 
 
 def _seed(config: pytest.Config) -> int | None:
@@ -275,26 +270,6 @@ def expectations_folder(config: pytest.Config) -> Path | None:
     if not ini:
         return BUILTIN
     return (config.inipath.parent if config.inipath else config.rootpath) / ini
-
-
-_LOADED_DEVIATIONS: dict[tuple[str, str], dict[str, Any]] = {}
-
-
-def _deviations(config: pytest.Config, target_spec: str) -> dict[str, Any]:
-    """The target's expected deviations, read once per session; a configured folder must exist."""
-    folder = expectations_folder(config)
-    if folder is None:
-        return {}
-    key = (str(folder), target_spec)
-    if key not in _LOADED_DEVIATIONS:
-        from spec.catalog import CATALOG
-        from spec.expectations import for_target
-
-        if not folder.is_dir():
-            raise pytest.UsageError(f"expectations folder {folder} does not exist (--expectations or the ini "
-                                    "option next_token_spec_expectations)")
-        _LOADED_DEVIATIONS[key] = for_target(folder, target_spec, set(CATALOG))
-    return _LOADED_DEVIATIONS[key]
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:

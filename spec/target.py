@@ -6,7 +6,8 @@ needs a capability the target lacks is reported as "not exposed", naming it —
 never as passed.
 
 Write an adapter for your own implementation by subclassing ``Target`` and
-overriding ``logits`` plus whatever else you have; see docs/adapters.md.
+overriding ``logits`` plus whatever else you have; see README.md, section "Your own implementation", and
+docs/adapters.md, section "The protocol" (every capability: shapes, dtypes, what each claim relies on).
 """
 
 from __future__ import annotations

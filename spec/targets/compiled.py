@@ -448,7 +448,8 @@ class CompiledTarget(Target):
         return self.inner.reference_model()
 
 
-def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:
+def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:
+    """The registry's ``compiled`` kind: ``compiled:[key=value,...:]<target>``, the inner target compiled."""
     from spec.targets.registry import resolve
 
     settings, inner_spec = parse(rest)

@@ -14,9 +14,12 @@ and randomizes its models the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from spec.target import Target
 
 # transformers config class of each family reference/convert/ supports
 CONFIG_CLASSES: dict[str, str] = {
@@ -172,3 +175,10 @@ def build_hf(name: str, *, seed: int = 0, device: str | torch.device = "cpu", dt
         raise ValueError(f"unknown HF preset {name!r}; choose one of {sorted(HF_PRESETS)}")
     model = random_hf_model(HF_PRESETS[name](), seed, dtype=torch.float64, std=std)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:
+    """The registry's ``hf`` kind: ``hf:<preset>``, a preset's HF model as a glass-box target."""
+    from spec.targets.hf_target import HFTarget
+
+    return HFTarget(build_hf(rest, device=device, dtype=dtype), name=f"hf:{rest}")

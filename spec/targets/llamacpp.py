@@ -147,7 +147,8 @@ def load(n_threads: int = 1) -> LlamaCppTarget:
     return target
 
 
-def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:
+def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:
+    """The registry's ``llamacpp`` kind: ``llamacpp:smollm2`` only, on the CPU."""
     if rest != "smollm2":
         raise ValueError(f"unknown target llamacpp:{rest}: the llama.cpp peer runs llamacpp:smollm2 only")
     if device != "cpu":

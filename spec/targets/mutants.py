@@ -839,9 +839,9 @@ def build(name: str, *, device: str | torch.device = "cpu", dtype: torch.dtype =
     return MutantTarget(m, model)
 
 
-def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:
+def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:
     """The registry's ``mutant:<name>`` kind."""
     return build(rest, device=device, dtype=dtype)
 
 
-__all__ = ["MUTANTS", "HFMutant", "Mutant", "MutantTarget", "Stages", "ZooModel", "build", "replace"]
+__all__ = ["MUTANTS", "HFMutant", "Mutant", "MutantTarget", "Stages", "ZooModel", "build", "from_spec", "replace"]

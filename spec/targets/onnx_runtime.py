@@ -453,7 +453,8 @@ def load_hf(preset_name: str) -> OnnxTarget:
                       reference=reference, version=f"{version}, transformers {transformers.__version__}")
 
 
-def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:
+def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:
+    """The registry's ``onnx`` kind: ``onnx:reference:<preset>`` or ``onnx:hf:<preset>``, on the CPU in float32."""
     kind, _, name = rest.partition(":")
     known = {"reference": reference_presets, "hf": hf_presets}
     if kind not in known or name not in known[kind]():

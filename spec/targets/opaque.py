@@ -55,7 +55,7 @@ for _name in DELEGATED:
     setattr(OpaqueTarget, _name, _delegate(_name))
 
 
-def _handler(rest: str, device: str, dtype: Any) -> Target:
+def from_spec(rest: str, device: str, dtype: Any) -> Target:
     """The registry's ``opaque:<target>`` kind: the named target, opaque."""
     from spec.targets.registry import DTYPES, resolve
 
@@ -63,4 +63,4 @@ def _handler(rest: str, device: str, dtype: Any) -> Target:
     return OpaqueTarget(resolve(rest, device=device, dtype=names[dtype]), name=f"opaque:{rest}")
 
 
-__all__ = ["DELEGATED", "HIDDEN", "OpaqueTarget"]
+__all__ = ["DELEGATED", "HIDDEN", "OpaqueTarget", "from_spec"]

@@ -213,3 +213,11 @@ def _tolerance_name(dtype: torch.dtype) -> str:
     from spec.tolerance import for_dtype
 
     return for_dtype(dtype).name
+
+
+DEFAULT_PRESET = "llama-tiny"  # plain ``reference``
+
+
+def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:
+    """The registry's ``reference`` kind: ``reference[:preset]`` (default DEFAULT_PRESET)."""
+    return ReferenceTarget.from_preset(rest or DEFAULT_PRESET, device=device, dtype=dtype)

@@ -1,7 +1,9 @@
-"""Naming targets: ``reference[:preset]``, ``hf:<preset>``, ``smollm2``, ``mutant:<name>`` (the zoo), the peers
-``tlens:<preset>``, ``llamacpp:smollm2`` and ``onnx:<preset>``, ``compiled:<target>`` (any target's model under
-torch.compile), ``opaque:<target>`` (any target without config, reference_model and build), or
-``module.path:factory``.
+"""Naming targets: a spec ``kind:rest`` is built by its kind's public function, ``from_spec(rest, device, dtype)`` in
+the module :data:`KINDS` names (``reference[:preset]``, ``hf:<preset>``, ``smollm2``, ``mutant:<name>``, the peers
+``tlens:``, ``llamacpp:`` and ``onnx:``, ``compiled:<target>``, ``opaque:<target>``); any other ``module.path:factory``
+is anyone's implementation. KINDS is the one list of kinds: the command line's help and errors, the pytest plugin's
+and the README's tables are made from it (the README's checked by a test). A kind's module is imported only when a
+target of that kind is built, and no module adds itself here on import; :func:`register` adds a kind at run time.
 
 A factory target is anyone's implementation: the factory returns either a ``spec.target.Target`` or any
 HuggingFace-style causal LM. It is called with the keyword arguments ``device`` (a string such as "cuda") and
@@ -18,14 +20,13 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from spec.errors import InputError
 from spec.target import Target
-
-DEFAULT_REFERENCE_PRESET = "llama-tiny"
 
 # What plain `pytest` (and `nox -s tests`) checks the catalog against: the reference, HF itself in every family
 # reference/convert/ supports (spec.targets.hf_presets), and the real trained SmolLM2 through both loaders.
@@ -41,6 +42,75 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
                                   "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+FACTORY = "module.path:factory"  # any other ``module:function``: anyone's implementation (not a kind of its own)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A target kind: the word before the first ``:``, the forms a spec of it takes, one line on what it is, and the
+    public function that builds one, ``module.function(rest, device, dtype)`` (``rest``: the spec after ``kind:``).
+    The module is imported only when a target of this kind is built: a kind's optional packages (the ``peers``
+    extra) are never needed to name, list or refuse one."""
+
+    name: str
+    forms: tuple[str, ...]
+    about: str
+    module: str = ""
+    function: str = "from_spec"
+    handler: Callable[[str, str, torch.dtype], Target] | None = None  # a kind added by register()
+
+    def builder(self) -> Callable[[str, str, torch.dtype], Target]:
+        """The function that builds a target of this kind (importing its module)."""
+        if self.handler is not None:
+            return self.handler
+        built: Callable[[str, str, torch.dtype], Target] = getattr(importlib.import_module(self.module),
+                                                                   self.function)
+        return built
+
+
+# The built-in kinds, in the order every list of them shows. The README's tables of targets list exactly these
+# forms (and FACTORY); tests/spec_meta/test_registry.py holds them to it.
+BUILTIN_KINDS: tuple[Kind, ...] = (
+    Kind("reference", ("reference[:preset]",), "the reference with a tiny named preset (default llama-tiny)",
+         "spec.targets.reference_target"),
+    Kind("hf", ("hf:<preset>",), "a HuggingFace architecture from a tiny config with seeded random weights",
+         "spec.targets.hf_presets"),
+    Kind("smollm2", ("smollm2", "smollm2:hf"), "SmolLM2-135M-Instruct from its GGUF file, by the reference's "
+         "loader / by transformers", "spec.targets.smollm2"),
+    Kind("mutant", ("mutant:<name>",), "a deliberately broken reference or HF model (the mutant zoo)",
+         "spec.targets.mutants"),
+    Kind("opaque", ("opaque:<target>",), "any target without config, reference_model and build",
+         "spec.targets.opaque"),
+    Kind("tlens", ("tlens:<preset>", "tlens:smollm2"), "TransformerLens's HookedTransformer (the peers extra)",
+         "spec.targets.tlens"),
+    Kind("llamacpp", ("llamacpp:smollm2",), "llama.cpp on the SmolLM2 GGUF file (the peers extra)",
+         "spec.targets.llamacpp"),
+    Kind("onnx", ("onnx:reference:<preset>", "onnx:hf:<preset>"), "a seeded model exported to ONNX, run by ONNX "
+         "Runtime (the peers extra)", "spec.targets.onnx_runtime"),
+    Kind("compiled", ("compiled:<target>",), "any target's model under torch.compile (options: "
+         "compiled:key=value,...:<target>)", "spec.targets.compiled"),
+)
+KINDS: dict[str, Kind] = {k.name: k for k in BUILTIN_KINDS}  # and any register() added
+
+
+def forms() -> list[str]:
+    """Every form a target spec takes, kind by kind, then FACTORY: what the help and the errors list."""
+    return [f for k in KINDS.values() for f in k.forms] + [FACTORY]
+
+
+def forms_text() -> str:
+    """The forms as one phrase, ``reference[:preset], hf:<preset>, ... or module.path:factory``."""
+    *first, final = forms()
+    return f"{', '.join(first)} or {final}"
+
+
+def kinds_help() -> str:
+    """Each kind's forms and, on the next line, what it is (``next-token-spec check -h``'s list)."""
+    rows = [(", ".join(k.forms), k.about) for k in KINDS.values()]
+    rows.append((FACTORY, "your implementation: a Target or a HuggingFace-style causal LM"))
+    return "\n".join(f"  {f}\n      {about}" for f, about in rows)
+
+
 def resolve(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Target:
     """Build the target a spec string names, on ``device`` in ``dtype``; InputError when it cannot."""
     if dtype not in DTYPES:
@@ -48,10 +118,10 @@ def resolve(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Target
     check_device(device)
     dt = DTYPES[dtype]
     kind, _, rest = spec.partition(":")
-    handler = _HANDLERS.get(kind)
-    if handler is not None:
+    known = KINDS.get(kind)
+    if known is not None:
         try:
-            target = handler(rest, device, dt)
+            target = known.builder()(rest, device, dt)
         except InputError:
             raise
         except ImportError as err:  # a peer's package (the `peers` extra) is not installed
@@ -62,9 +132,7 @@ def resolve(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Target
     elif rest:
         target = _from_factory(kind, rest, device, dt)
     else:
-        raise InputError(f"unknown target {spec!r}: use reference[:preset], hf:<preset>, smollm2, mutant:<name>, "
-                         "tlens:<preset>, llamacpp:smollm2, compiled:<target>, onnx:<preset>, opaque:<target> or "
-                         "module.path:factory")
+        raise InputError(f"unknown target {spec!r}: use {forms_text()}")
     check_placement(spec, target, device, dt)
     return target
 
@@ -106,71 +174,12 @@ def _one_line(message: object) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _reference(rest: str, device: str, dtype: torch.dtype) -> Target:
-    from spec.targets.reference_target import ReferenceTarget
-
-    return ReferenceTarget.from_preset(rest or DEFAULT_REFERENCE_PRESET, device=device, dtype=dtype)
-
-
-def _hf(rest: str, device: str, dtype: torch.dtype) -> Target:
-    from spec.targets.hf_presets import build_hf
-    from spec.targets.hf_target import HFTarget
-
-    return HFTarget(build_hf(rest, device=device, dtype=dtype), name=f"hf:{rest}")
-
-
-def _smollm2(rest: str, device: str, dtype: torch.dtype) -> Target:
-    from spec.targets import smollm2
-
-    return smollm2._handler(rest, device, dtype)
-
-
-def _mutant(rest: str, device: str, dtype: torch.dtype) -> Target:
-    from spec.targets import mutants
-
-    return mutants._handler(rest, device, dtype)
-
-
-def _tlens(rest: str, device: str, dtype: torch.dtype) -> Target:
-    from spec.targets import tlens  # needs the `peers` extra (transformer-lens 3.x)
-
-    return tlens._handler(rest, device, dtype)
-
-
-def _llamacpp(rest: str, device: str, dtype: torch.dtype) -> Target:
-    from spec.targets import llamacpp  # needs the `peers` extra (llama-cpp-python)
-
-    return llamacpp._handler(rest, device, dtype)
-
-
-def _compiled(rest: str, device: str, dtype: torch.dtype) -> Target:
-    import spec.targets.compiled as compiled  # torch.compile (Inductor) around any other target's model
-
-    return compiled._handler(rest, device, dtype)
-
-
-def _opaque(rest: str, device: str, dtype: torch.dtype) -> Target:
-    from spec.targets import opaque  # any other target without config, reference_model and build
-
-    return opaque._handler(rest, device, dtype)
-
-
-def _onnx(rest: str, device: str, dtype: torch.dtype) -> Target:
-    from spec.targets import onnx_runtime  # needs the `peers` extra (onnx, onnxscript, onnxruntime)
-
-    return onnx_runtime._handler(rest, device, dtype)
-
-
-_HANDLERS: dict[str, Callable[[str, str, torch.dtype], Target]] = {"reference": _reference, "hf": _hf,
-                                                                    "smollm2": _smollm2, "mutant": _mutant,
-                                                                    "tlens": _tlens, "llamacpp": _llamacpp,
-                                                                    "compiled": _compiled, "onnx": _onnx,
-                                                                    "opaque": _opaque}
-
-
-def register(kind: str, handler: Callable[[str, str, torch.dtype], Target]) -> None:
-    """Add a target kind (used by spec.targets.smollm2 and by plugins)."""
-    _HANDLERS[kind] = handler
+def register(kind: str, handler: Callable[[str, str, torch.dtype], Target], *, forms: tuple[str, ...] = (),
+             about: str = "") -> None:
+    """Add a target kind at run time (a third party's extension point; no built-in module calls it): ``handler(rest,
+    device, dtype)`` builds the target ``kind:rest``. ``forms`` (default ``kind:<name>``) and ``about`` are shown in
+    the lists of kinds."""
+    KINDS[kind] = Kind(kind, forms or (f"{kind}:<name>",), about or "registered at run time", handler=handler)
 
 
 def _from_factory(module: str, attr: str, device: str, dtype: torch.dtype) -> Target:

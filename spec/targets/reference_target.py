@@ -201,6 +201,7 @@ class ReferenceTarget(Target):
 
     def build(self, config: ModelConfig, seed: int = 0) -> ReferenceTarget:
         model = reference.build(config, seed=seed, device=self.device, dtype=self.dtype)
+        model.use_stages(self.model.stages)  # a model built by this target computes through the same stages
         return ReferenceTarget(model, name=f"{self.name}[built]")
 
     def train_step(self, ids: Tensor, targets: Tensor, lr: float) -> None:

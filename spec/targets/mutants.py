@@ -15,9 +15,11 @@ How a bug is put in, so that every claim sees it the same way:
 
 - the model: a built reference ``Transformer`` is given the mutant's stages (``Transformer.use_stages``),
   in place. The target runs that model for logits, residual states, attention weights, sublayers,
-  cached decoding and generation alike, and ``build`` gives new models the same bug. A replaced stage
-  that torch's fused attention would skip sends the model down its explicit path by itself
-  (``Stages.fusable``). Nothing is patched process-wide: the bug lives in the instances.
+  cached decoding and generation alike, and ``build`` gives new models the same bug. Mutant models run
+  the reference's explicit attention path, as the zoo always has (a replaced stage that torch's fused
+  attention would skip sends any model down that path by itself, ``Stages.fusable``; the others would
+  compute the same on the fused path up to float32 rounding). Nothing is patched process-wide: the bug
+  lives in the instances.
 - the sampler: ``softmax``, ``filtered_probabilities``, ``sample`` and ``generate`` are the model's
   stages (spec.targets.reference_target).
 - ``reference_model()`` is the converter view: a plain reference ``Transformer`` holding the same
@@ -77,6 +79,7 @@ def break_model(model: Transformer, mutant: Mutant) -> Transformer:
     if mutant.model_cls is not Transformer:
         model.__class__ = mutant.model_cls
     model.use_stages(mutant.stages)
+    model.attention_impl = "explicit"  # as the zoo always ran (its kill matrix was measured on this path)
     prepare = getattr(model, "prepare", None)
     if prepare is not None:  # the tied-embedding mutants make their read-out matrix here
         prepare()

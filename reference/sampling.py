@@ -100,8 +100,8 @@ def filtered_probabilities(logits: Tensor, temperature: float = 1.0, top_k: int 
                            top_p: float | None = None, *, stages: Stages | None = None) -> Tensor:
     """The distribution a draw is made from: temperature, then top-k, then top-p, renormalised.
 
-    [batch, V] -> [batch, V] probabilities; T = 0 gives the one-hot argmax. Top-k, top-p and
-    the softmax are the stages of ``stages`` (this function is the ``filtered`` stage).
+    [batch, V] -> [batch, V] probabilities; T = 0 gives the one-hot argmax. Temperature, top-k,
+    top-p and the softmax are the stages of ``stages`` (this function is the ``filtered`` stage).
     """
     s = _bundle(stages)
     check_logits(logits)
@@ -110,7 +110,7 @@ def filtered_probabilities(logits: Tensor, temperature: float = 1.0, top_k: int 
     p = check_top_p(top_p)
     if t == 0.0:
         return s.softmax(logits, 0.0)
-    z = divide_by_temperature(logits if logits.dtype == torch.float64 else logits.float(), t)
+    z = s.temperature(logits if logits.dtype == torch.float64 else logits.float(), t)
     if k is not None:
         z = s.top_k(z, k)
     if p is not None:

@@ -5,7 +5,7 @@ functions, listed in the order the documents read them:
 
     ids -> embed (+ positions) -> per block: norm, project, rotate, cache, visibility, scale,
     weights (softmax of the scores), attend, merge heads, residual, norm, mlp (gate)
-        -> final norm -> last position -> unembed -> softmax, top-k, top-p, filtered, greedy/draw
+        -> final norm -> last position -> unembed -> softmax, temperature, top-k, top-p, filtered, greedy/draw
 
 Replacing one field gives a model that differs from the reference in that stage alone:
 ``dataclasses.replace(REFERENCE, weights=my_softmax)``, set with ``Transformer.use_stages``
@@ -40,7 +40,16 @@ from reference.embedding import embed
 from reference.mlp import MLP, gated, position_wise
 from reference.norms import layer_norm, rms_norm
 from reference.positions import apply_rotary, token_positions
-from reference.sampling import draw, filtered_probabilities, greedy, sample, softmax, top_k_filter, top_p_filter
+from reference.sampling import (
+    divide_by_temperature,
+    draw,
+    filtered_probabilities,
+    greedy,
+    sample,
+    softmax,
+    top_k_filter,
+    top_p_filter,
+)
 from reference.unembedding import unembed
 
 
@@ -106,6 +115,7 @@ class Stages:
     unembed: Callable[[Tensor, Tensor, Tensor | None], Tensor] = unembed  # (h, U, b) -> logits
     # -- choosing the next token ------------------------------------------------------------------------
     softmax: Callable[[Tensor, float], Tensor] = softmax  # (logits, temperature) -> probabilities
+    temperature: Callable[[Tensor, float], Tensor] = divide_by_temperature  # (logits, T) -> z / T, max 0
     top_k: Callable[[Tensor, int], Tensor] = top_k_filter
     top_p: Callable[[Tensor, float], Tensor] = top_p_filter
     filtered: Filtered = filtered_probabilities  # temperature, top-k, top-p, renormalise (the stages above)

@@ -283,6 +283,11 @@ def _half_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return (e / e.sum(dim=-1, keepdim=True)).to(_work(logits).dtype)
 
 
+def _divide_unshifted(z: Tensor, t: float) -> Tensor:
+    """z / T as it stands, the maximum not subtracted first (what a softmax that exponentiates z directly is fed)."""
+    return z / t
+
+
 def _temperature_after_top_p(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
                              top_p: float | None = None, *, stages: Stages | None = None) -> Tensor:
     """Top-k and top-p cut the untempered distribution; the temperature only reshapes what is left."""
@@ -457,7 +462,7 @@ _ZOO: list[Mutant] = [
            "The sampler's softmax runs in float16 and exponentiates the logits directly: exp overflows to inf "
            "above about 11, and inf / inf is NaN. HF's OPT produced NaNs in half precision until its softmax "
            "was upcast to float32.",
-           f"{_HF}/pull/17437", "llama-tiny", Stages(softmax=_half_softmax)),
+           f"{_HF}/pull/17437", "llama-tiny", Stages(softmax=_half_softmax, temperature=_divide_unshifted)),
     Mutant("layernorm-uncentred", "LayerNorm without centering",
            "LayerNorm divides by the root mean square without subtracting the mean (an RMSNorm under a "
            "LayerNorm's name), so a constant added to every coordinate is no longer removed.",

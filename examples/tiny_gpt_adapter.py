@@ -182,7 +182,7 @@ class GPTSublayers:
 
 def gpt_config(c: ModelConfig) -> GPTConfig:
     """The tiny GPT computing ``c``; NotExposed("build") naming the first field it cannot express."""
-    can = [("positions", c.positions in ("learned", "none")), ("norm", c.norm == "layernorm"),
+    can = [("positions", c.scheme.learned or not c.scheme.sees_order), ("norm", c.norm == "layernorm"),
            ("norm_eps", c.norm_eps == 1e-5), ("mlp_gated", not c.mlp_gated), ("attn_scale", c.attn_scale is None),
            ("embedding_scale", c.embedding_scale == 1.0), ("embedding_norm", not c.embedding_norm)]
     for field, ok in can:
@@ -190,7 +190,7 @@ def gpt_config(c: ModelConfig) -> GPTConfig:
             raise NotExposed("build", f"the tiny GPT cannot express ModelConfig.{field}={getattr(c, field)!r}")
     return GPTConfig(vocab_size=c.vocab_size, block_size=c.max_positions, n_layer=c.n_layers, n_head=c.n_heads,
                      n_kv_head=c.kv_heads, n_embd=c.d_model, head_size=c.head_dim, mlp_size=c.mlp_dim,
-                     positions=c.positions == "learned", activation=c.mlp_activation, parallel=c.parallel_residual,
+                     positions=c.scheme.learned, activation=c.mlp_activation, parallel=c.parallel_residual,
                      qkv_bias=c.attn_qkv_bias, proj_bias=c.attn_out_bias, mlp_bias=c.mlp_bias, ln_bias=c.norm_bias,
                      tied=c.tied_embeddings, head_bias=c.unembed_bias)
 

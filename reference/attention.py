@@ -12,10 +12,14 @@ heads share one key/value head.
 Two paths compute the same thing: ``explicit_attention`` spells the math out and can
 return the weights (GQA by copying each key/value head to its query heads, ``repeat_kv``);
 ``fast_attention`` calls torch's fused scaled_dot_product_attention, which shares the
-key/value heads without copying them.
+key/value heads without copying them. Each step is a stage of the module's ``stages``
+(reference.stages); the fused path is taken only while the stages it skips are the reference's.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +28,9 @@ from torch import Tensor, nn
 from reference.cache import KVCache
 from reference.config import ModelConfig
 from reference.linear import linear
-from reference.positions import apply_rotary
+
+if TYPE_CHECKING:
+    from reference.stages import Stages
 
 
 def split_heads(x: Tensor, n_heads: int) -> Tensor:
@@ -57,6 +63,11 @@ def visibility_mask(key_mask: Tensor, q_len: int, past: int) -> Tensor:
     return ((causal[None] & key_mask[:, None, :]) | (k_slot == q_slot)[None])[:, None]
 
 
+def attention_scale(cfg: ModelConfig) -> float:
+    """The factor on q . k: 1 / sqrt(d_head) unless the config sets another (claim ATT-2)."""
+    return cfg.scale
+
+
 def scores_to_weights(scores: Tensor, mask: Tensor | None) -> Tensor:
     """Softmax over the visible keys, in float32 at least (claims ATT-3, SOFT-7): [batch, heads, q, k]."""
     if scores.dtype != torch.float64:
@@ -67,17 +78,20 @@ def scores_to_weights(scores: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
-                       bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                       bias: Tensor | None = None,
+                       weights: Callable[[Tensor, Tensor | None], Tensor] = scores_to_weights,
+                       ) -> tuple[Tensor, Tensor]:
     """softmax(q k^T * scale + bias) v, spelled out; returns (output, weights).
 
     q [batch, heads, q, d_head]; k, v [batch, heads, k, d_head] (already repeated for GQA).
+    ``weights`` turns scores into weights (the stage of that name).
     """
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     scores = (q.to(work) @ k.to(work).transpose(-2, -1)) * scale  # [batch, heads, q, k]
     if bias is not None:
         scores = scores + bias.to(work)
-    weights = scores_to_weights(scores, mask)
-    return (weights.to(v.dtype) @ v), weights
+    w = weights(scores, mask)
+    return (w.to(v.dtype) @ v), w
 
 
 def fast_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float,
@@ -144,6 +158,9 @@ class Attention(nn.Module):
         # d_head] and each head's mix of values before W_O [batch, n_heads, seq, d_head] (claim ATT-5)
         self.hook_v = nn.Identity()
         self.hook_mix = nn.Identity()
+        from reference.stages import REFERENCE  # (reference.stages imports this module)
+
+        self.stages: Stages = REFERENCE
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values of x [batch, seq, d_model], split into heads (claim ATT-1)."""
@@ -161,24 +178,24 @@ class Attention(nn.Module):
         ``mask`` [batch, 1, q, k] bool, or None with ``causal=True`` for an unpadded
         prefill. Weights [batch, n_heads, q, k] are returned on the explicit path only.
         """
-        cfg = self.cfg
+        cfg, s = self.cfg, self.stages
         q, k, v = self.project(x)  # [batch, heads, seq, d_head]
         v = self.hook_v(v)
         if rotary is not None:  # queries and keys turned together: one rotation's worth of ops per layer
             cos, sin = rotary
-            qk = apply_rotary(torch.cat((q, k), dim=1), cos, sin, cfg.rotary_interleaved)
+            qk = s.rotate(torch.cat((q, k), dim=1), cos, sin, cfg.rotary_interleaved)
             q, k = qk.split((cfg.n_heads, cfg.kv_heads), dim=1)
         if cache is not None:
             k, v = cache.store(layer, k, v)
         weights: Tensor | None = None
-        if explicit:
-            if mask is None and causal:
-                mask = visibility_mask(torch.ones(x.shape[0], k.shape[2], dtype=torch.bool, device=x.device),
-                                      q.shape[2], k.shape[2] - q.shape[2])
+        if explicit or not s.fusable:
+            if mask is None:  # the causal mask the fused kernel would apply (a single query sees every key)
+                mask = s.visibility(torch.ones(x.shape[0], k.shape[2], dtype=torch.bool, device=x.device),
+                                    q.shape[2], k.shape[2] - q.shape[2])
             n_rep = cfg.n_heads // cfg.kv_heads
-            out, weights = explicit_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), mask, cfg.scale, bias)
+            out, weights = s.attend(q, s.repeat_kv(k, n_rep), s.repeat_kv(v, n_rep), mask, s.scale(cfg), bias,
+                                    s.weights)
         else:
-            out = fast_attention(q, k, v, mask, cfg.scale, bias, causal)  # shares KV heads without copies
+            out = fast_attention(q, k, v, mask, s.scale(cfg), bias, causal)  # shares KV heads without copies
         out = self.hook_mix(out)  # [batch, n_heads, q, d_head]
-        return linear(merge_heads(out), self.W_O, self.b_O), weights
-
+        return linear(s.merge_heads(out), self.W_O, self.b_O), weights

@@ -17,6 +17,7 @@ from reference.cache import KVCache
 from reference.config import ModelConfig
 from reference.mlp import MLP
 from reference.norms import Norm
+from reference.stages import REFERENCE, Stages
 
 
 class Block(nn.Module):
@@ -30,6 +31,7 @@ class Block(nn.Module):
         self.attn = Attention(cfg, device=device, dtype=dtype)
         self.N2 = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_bias, device=device, dtype=dtype)
         self.mlp = MLP(cfg, device=device, dtype=dtype)
+        self.stages: Stages = REFERENCE
 
     def forward(self, h: Tensor, mask: Tensor | None, *, rotary: tuple[Tensor, Tensor] | None = None,
                 bias: Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
@@ -38,6 +40,6 @@ class Block(nn.Module):
         a, weights = self.attn(self.N1(h), mask, rotary=rotary, bias=bias, cache=cache, layer=layer,
                                explicit=explicit, causal=causal)
         if self.parallel:
-            return h + a + self.mlp(self.N2(h)), weights
-        h = h + a
+            return self.stages.residual(h, a) + self.mlp(self.N2(h)), weights
+        h = self.stages.residual(h, a)
         return h + self.mlp(self.N2(h)), weights

@@ -14,11 +14,13 @@ import numbers
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from reference.positions import SCHEMES, PositionScheme
+
 PositionKind = Literal["learned", "sinusoidal", "rotary", "alibi", "none"]
 NormKind = Literal["layernorm", "rmsnorm"]
 Activation = Literal["gelu", "gelu_tanh", "silu", "relu"]
 
-POSITION_KINDS: tuple[str, ...] = ("learned", "sinusoidal", "rotary", "alibi", "none")
+POSITION_KINDS: tuple[str, ...] = tuple(SCHEMES)  # the schemes of reference.positions, by name
 NORM_KINDS: tuple[str, ...] = ("layernorm", "rmsnorm")
 ACTIVATIONS: tuple[str, ...] = ("gelu", "gelu_tanh", "silu", "relu")
 BOOL_FIELDS: tuple[str, ...] = ("mlp_gated", "mlp_bias", "norm_bias", "rotary_interleaved", "attn_qkv_bias",
@@ -90,22 +92,20 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.norm_eps must be a finite number > 0, got {self.norm_eps!r}")
         if not (0.0 < self.rotary_fraction <= 1.0):
             raise ValueError(f"ModelConfig.rotary_fraction must lie in (0, 1], got {self.rotary_fraction!r}")
-        if self.positions == "rotary" and (self.rotary_dim < 2 or self.rotary_dim % 2 != 0):
-            raise ValueError(
-                f"ModelConfig.rotary_fraction={self.rotary_fraction} gives a rotary width of {self.rotary_dim} "
-                f"(int(d_head * rotary_fraction), d_head={self.head_dim}); with positions='rotary' it must be "
-                "a positive even number of coordinates (rotations turn pairs; a width of 0 encodes no position)"
-            )
         if not (math.isfinite(self.rotary_theta) and self.rotary_theta > 1.0):
             raise ValueError(f"ModelConfig.rotary_theta must be a finite number > 1, got {self.rotary_theta!r}")
-        if self.positions == "sinusoidal" and self.d_model % 2 != 0:
-            raise ValueError(f"ModelConfig.d_model={self.d_model} must be even for sinusoidal positions")
+        self.scheme.check(self)  # what the position scheme needs (an even rotary width, an even d_model)
         if self.attn_scale is not None and not (math.isfinite(self.attn_scale) and self.attn_scale > 0):
             raise ValueError(f"ModelConfig.attn_scale must be a finite number > 0 or None, got {self.attn_scale!r}")
         if not (math.isfinite(self.embedding_scale) and self.embedding_scale > 0):
             raise ValueError(f"ModelConfig.embedding_scale must be a finite number > 0, got {self.embedding_scale!r}")
         if self.norm == "rmsnorm" and self.norm_bias:
             raise ValueError("ModelConfig.norm_bias must be False when norm='rmsnorm' (RMSNorm has no bias)")
+
+    @property
+    def scheme(self) -> PositionScheme:
+        """The position scheme named by ``positions`` (reference.positions.SCHEMES)."""
+        return SCHEMES[self.positions]
 
     @property
     def kv_heads(self) -> int:

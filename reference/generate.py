@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from reference.model import Transformer
-from reference.sampling import sample
 from reference.validation import check_mask
 
 
@@ -26,6 +25,7 @@ def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_
     A row that emits ``eos_token_id`` is finished: later columns repeat that ID. The loop
     ends after ``max_new_tokens`` steps or when every row is finished, so n <= max_new_tokens.
     Non-finite logits (NaN weights, overflow) raise FloatingPointError naming the step.
+    The token is chosen by the ``sample`` stage of the model's stages.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
@@ -38,6 +38,7 @@ def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_
     if t + max_new_tokens > model.cfg.max_positions:
         raise ValueError(f"max_new_tokens: {t} prompt + {max_new_tokens} new tokens exceed "
                          f"max_positions={model.cfg.max_positions}")
+    s = model.stages
     cache = model.new_cache(b, t + max_new_tokens) if use_cache else None
     tokens, finished = ids, torch.zeros(b, dtype=torch.bool, device=ids.device)
     step_ids = ids
@@ -46,7 +47,7 @@ def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_
         # [batch, V]: only the last position chooses (claim OUT-7), so only it is unembedded
         logits = model(step_ids, step_mask, cache, last_logits_only=True).logits[:, -1]
         check_finite_logits(logits, step)
-        nxt = sample(logits, generator, temperature, top_k, top_p)
+        nxt = s.sample(logits, generator, temperature, top_k, top_p, stages=s)
         if eos_token_id is not None:
             nxt = torch.where(finished, torch.full_like(nxt, eos_token_id), nxt)
             finished = finished | (nxt == eos_token_id)

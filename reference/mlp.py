@@ -9,6 +9,7 @@ positions here: a position's output depends on its own input alone (MLP-2).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,9 @@ from torch import Tensor, nn
 
 from reference.config import ModelConfig
 from reference.linear import linear
+
+if TYPE_CHECKING:
+    from reference.stages import Stages
 
 ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
@@ -41,12 +45,25 @@ class MLP(nn.Module):
         self.b_gate = (nn.Parameter(torch.zeros(m, **kw))  # type: ignore[arg-type]
                        if cfg.mlp_bias and cfg.mlp_gated else None)
         self.b_out = nn.Parameter(torch.zeros(d, **kw)) if cfg.mlp_bias else None  # type: ignore[arg-type]
+        from reference.stages import REFERENCE  # (reference.stages imports this module)
+
+        self.stages: Stages = REFERENCE
 
     def forward(self, x: Tensor) -> Tensor:
-        """[batch, seq, d_model] -> [batch, seq, d_model]."""
-        inner = linear(x, self.W_in, self.b_in)  # [batch, seq, d_mlp]
-        if self.W_gate is not None:
-            inner = self.act(linear(x, self.W_gate, self.b_gate)) * inner
-        else:
-            inner = self.act(inner)
-        return linear(inner, self.W_out, self.b_out)
+        """[batch, seq, d_model] -> [batch, seq, d_model] (the ``mlp`` stage)."""
+        return self.stages.mlp(self, x)
+
+
+def position_wise(m: MLP, x: Tensor) -> Tensor:
+    """The MLP stage: each position's vector through m's weights alone (claims MLP-1, MLP-2)."""
+    inner = linear(x, m.W_in, m.b_in)  # [batch, seq, d_mlp]
+    if m.W_gate is not None:
+        inner = m.stages.gate(m.act, linear(x, m.W_gate, m.b_gate), inner)
+    else:
+        inner = m.act(inner)
+    return linear(inner, m.W_out, m.b_out)
+
+
+def gated(act: Callable[[Tensor], Tensor], gate: Tensor, up: Tensor) -> Tensor:
+    """The gate stage of SwiGLU / GeGLU: act(h W_gate) * (h W_in)."""
+    return act(gate) * up

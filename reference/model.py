@@ -5,6 +5,9 @@
 
 One pass over n tokens gives n next-token distributions: position i's predicts
 token i + 1, and only the last one chooses what comes next (claim OUT-7).
+
+Each step is a named stage of ``self.stages`` (reference.stages), shared by every module of
+the model; the position scheme (reference.positions) says what positions add, turn or bias.
 """
 
 from __future__ import annotations
@@ -15,21 +18,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from reference.attention import visibility_mask
+from reference.attention import Attention
 from reference.block import Block
 from reference.cache import KVCache
 from reference.config import ModelConfig
 from reference.embedding import Embedding
+from reference.mlp import MLP
 from reference.norms import Norm
-from reference.positions import (
-    LearnedPositions,
-    alibi_bias,
-    alibi_slopes,
-    positions_from_mask,
-    rotary_angles,
-    sinusoidal_table,
-)
-from reference.unembedding import unembed
+from reference.positions import LearnedPositions, positions_from_mask
+from reference.stages import REFERENCE, Stages
 from reference.validation import check_device, check_ids, check_mask
 
 
@@ -53,18 +50,26 @@ class Transformer(nn.Module):
     """A decoder-only transformer built from a ModelConfig, on the device and dtype given."""
 
     def __init__(self, cfg: ModelConfig, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, stages: Stages = REFERENCE) -> None:
         super().__init__()
         self.cfg = cfg
         self.attention_impl = "fast"  # or "explicit"; both compute the same thing
         kw = {"device": device, "dtype": dtype}
         self.embed = Embedding(cfg.vocab_size, cfg.d_model, cfg.embedding_scale, **kw)  # type: ignore[arg-type]
-        self.pos = LearnedPositions(cfg.max_positions, cfg.d_model, **kw) if cfg.positions == "learned" else None  # type: ignore[arg-type]
+        self.pos = LearnedPositions(cfg.max_positions, cfg.d_model, **kw) if cfg.scheme.learned else None  # type: ignore[arg-type]
         self.embed_norm = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_bias, **kw) if cfg.embedding_norm else None  # type: ignore[arg-type]
         self.blocks = nn.ModuleList(Block(cfg, **kw) for _ in range(cfg.n_layers))  # type: ignore[arg-type]
         self.final_norm = Norm(cfg.d_model, cfg.norm, cfg.norm_eps, cfg.norm_bias, **kw)  # type: ignore[arg-type]
         self.U = None if cfg.tied_embeddings else nn.Parameter(torch.empty(cfg.d_model, cfg.vocab_size, **kw))  # type: ignore[arg-type]
         self.b_U = nn.Parameter(torch.zeros(cfg.vocab_size, **kw)) if cfg.unembed_bias else None  # type: ignore[arg-type]
+        self.use_stages(stages)
+
+    def use_stages(self, stages: Stages) -> None:
+        """Compute through ``stages`` from now on: this model and every module in it that has stages."""
+        for module in self.modules():
+            if isinstance(module, (Embedding, Norm, Attention, MLP, Block)):
+                module.stages = stages
+        self.stages = stages
 
     # -- the matrices the documents talk about --------------------------------------
     @property
@@ -88,7 +93,7 @@ class Transformer(nn.Module):
     def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
         """An empty KV cache on this model's device and dtype (capacity defaults to max_positions)."""
         cap = self.cfg.max_positions if capacity is None else capacity
-        return KVCache.empty(self.cfg, batch, cap, device=self.device, dtype=self.dtype)
+        return self.stages.cache.empty(self.cfg, batch, cap, device=self.device, dtype=self.dtype)
 
     # -- the forward pass -------------------------------------------------------------
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None, *,
@@ -102,7 +107,7 @@ class Transformer(nn.Module):
         one in a prompt's pass. A NaN or inf weight gives non-finite logits on both attention
         paths, never finite ones (``attention.keep_non_finite``); ``generate`` refuses them.
         """
-        cfg = self.cfg
+        cfg, s, scheme = self.cfg, self.stages, self.cfg.scheme
         check_ids(ids, cfg.vocab_size, self.device)
         mask = None if attention_mask is None else check_mask(attention_mask, ids, self.device)
         past = self._check_cache(cache, ids)
@@ -112,20 +117,20 @@ class Transformer(nn.Module):
         padded = mask is not None and not bool(mask.all())
         real = mask if mask is not None else torch.ones_like(ids, dtype=torch.bool)
         offset = cache.next_position if cache is not None else torch.zeros(b, dtype=torch.long, device=ids.device)
-        pos = positions_from_mask(real, offset)  # [batch, seq]
+        pos = s.positions(real, offset, past)  # [batch, seq]
 
         h = self._embed(ids, pos)  # [batch, seq, d_model]
         explicit = return_attentions or self.attention_impl == "explicit"
         cache_padded = cache is not None and past > 0 and not bool(cache.key_mask[:, :past].all())
-        needs_mask = padded or cache_padded or cfg.positions == "alibi" or (past > 0 and t > 1)
+        needs_mask = padded or cache_padded or scheme.biases_scores or (past > 0 and t > 1)
         full_mask = bias = None
         if needs_mask:  # an unpadded step needs no mask: the causal flag, or one query seeing every key
             key_mask = real if cache is None else torch.cat([cache.key_mask[:, :past], real], dim=1)
-            full_mask = visibility_mask(key_mask, t, past)
-            if cfg.positions == "alibi":
-                bias = self._alibi(pos, key_mask, cache, past, h.dtype)
+            full_mask = s.visibility(key_mask, t, past)
+            if scheme.biases_scores:
+                bias = self._score_bias(pos, key_mask, cache, past, h.dtype)
         causal = full_mask is None and past == 0 and t > 1
-        rotary = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, h.dtype) if cfg.positions == "rotary" else None
+        rotary = scheme.angles(pos, cfg, h.dtype)  # cos, sin for rotary positions, else None
 
         states, attentions = [h], []
         for i, block in enumerate(self.blocks):
@@ -137,8 +142,8 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.advance(real)
         if last_logits_only:
-            h = h[:, -1:]  # [batch, 1, d_model]
-        logits = unembed(self.final_norm(h), self.W_U, self.b_U)  # [batch, seq or 1, vocab]
+            h = s.last_position(h, real)[:, None]  # [batch, 1, d_model]
+        logits = s.unembed(s.final_norm(self.final_norm, h), self.W_U, self.b_U)  # [batch, seq or 1, vocab]
         return ForwardOutput(
             logits=logits,
             states=tuple(states) if return_states else None,
@@ -146,22 +151,21 @@ class Transformer(nn.Module):
         )
 
     def _embed(self, ids: Tensor, pos: Tensor) -> Tensor:
-        """Token rows plus additive positions (claims EMB-1, POS-2)."""
-        cfg = self.cfg
+        """Token rows plus what the position scheme adds (claims EMB-1, POS-2)."""
         h = self.embed(ids)
-        if self.pos is not None:
-            h = h + self.pos(pos)
-        elif cfg.positions == "sinusoidal":
-            h = h + sinusoidal_table(cfg.max_positions, cfg.d_model, device=h.device, dtype=h.dtype)[pos]
+        added = self.cfg.scheme.added(pos, self.cfg, self.pos, h.dtype)
+        if added is not None:
+            h = h + added
         if self.embed_norm is not None:
             h = self.embed_norm(h)
         return h
 
-    def _alibi(self, pos: Tensor, key_mask: Tensor, cache: KVCache | None, past: int, dtype: torch.dtype) -> Tensor:
+    def _score_bias(self, pos: Tensor, key_mask: Tensor, cache: KVCache | None, past: int,
+                    dtype: torch.dtype) -> Tensor | None:
+        """The scheme's bias on the scores of the new queries against every key, cached ones included."""
         k_pos = pos if cache is None else torch.cat(
             [positions_from_mask(key_mask[:, :past], torch.zeros_like(pos[:, 0])), pos], dim=1)
-        slopes = alibi_slopes(self.cfg.n_heads)
-        return alibi_bias(slopes, pos, k_pos, torch.float32 if dtype != torch.float64 else dtype)
+        return self.cfg.scheme.bias(pos, k_pos, self.cfg, torch.float32 if dtype != torch.float64 else dtype)
 
     def _check_cache(self, cache: KVCache | None, ids: Tensor) -> int:
         if cache is None:

@@ -8,9 +8,14 @@ inputs are normalised in float32 and cast back.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from reference.stages import Stages
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
@@ -41,8 +46,11 @@ class Norm(nn.Module):
         self.kind, self.eps = kind, eps
         self.weight = nn.Parameter(torch.ones(d_model, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(d_model, device=device, dtype=dtype)) if bias else None
+        from reference.stages import REFERENCE  # (reference.stages imports this module)
+
+        self.stages: Stages = REFERENCE
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "rmsnorm":
-            return rms_norm(x, self.weight, self.eps)
-        return layer_norm(x, self.weight, self.bias, self.eps)
+            return self.stages.rms_norm(x, self.weight, self.eps)
+        return self.stages.layer_norm(x, self.weight, self.bias, self.eps)

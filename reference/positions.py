@@ -9,14 +9,22 @@ symmetry. Three schemes are common:
   which keeps their lengths and makes q_m . k_n depend on m - n only (POS-3);
 - ALiBi: a per-head penalty proportional to the distance between query and key is
   added to the scores (Bloom).
+
+Each scheme is one object below (``SCHEMES``, by the name ``ModelConfig.positions`` takes): what
+it adds to the input, the angles that turn queries and keys, the bias it adds to the scores.
+The model, the targets and the claims ask the scheme; none of them compares names.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from reference.config import ModelConfig
 
 
 def positions_from_mask(mask: Tensor, offset: Tensor) -> Tensor:
@@ -27,6 +35,11 @@ def positions_from_mask(mask: Tensor, offset: Tensor) -> Tensor:
     """
     pos = offset[:, None] + mask.long().cumsum(dim=1) - 1
     return pos.clamp(min=0)
+
+
+def token_positions(real: Tensor, offset: Tensor, past: int) -> Tensor:
+    """The positions stage: ``positions_from_mask`` (``past``, the count of cached slots, is not needed)."""
+    return positions_from_mask(real, offset)
 
 
 def sinusoidal_table(n_positions: int, d_model: int, *, device: torch.device | None = None,
@@ -100,3 +113,103 @@ def alibi_bias(slopes: Tensor, q_pos: Tensor, k_pos: Tensor, dtype: torch.dtype)
     """
     dist = (k_pos[:, None, None, :] - q_pos[:, None, :, None]).to(torch.float32)  # [batch, 1, q, k]
     return (slopes.to(device=dist.device, dtype=torch.float32)[None, :, None, None] * dist).to(dtype)
+
+
+# ============================================================================================ the schemes
+class PositionScheme:
+    """How positions enter: at the input, by turning queries and keys, or as a bias on the scores.
+
+    The defaults are "not at all" (``NoPositions``); each scheme overrides what it does.
+    """
+
+    name = ""
+    additive = False  # adds a vector P[pos] to each token's embedding (POS-2)
+    learned = False  # that vector is a row of a trained table (the model holds a LearnedPositions)
+    rotates = False  # turns queries and keys by position (POS-3)
+    biases_scores = False  # adds a distance penalty to the scores (needs an explicit mask, never the causal flag)
+
+    @property
+    def sees_order(self) -> bool:
+        """Whether the model can tell one order of tokens from another (POS-1)."""
+        return self.additive or self.rotates or self.biases_scores
+
+    def check(self, cfg: ModelConfig) -> None:
+        """Raise ValueError when ``cfg`` cannot carry this scheme."""
+
+    def added(self, pos: Tensor, cfg: ModelConfig, table: LearnedPositions | None, dtype: torch.dtype) -> Tensor | None:
+        """What is added to the token rows at positions ``pos`` [batch, seq]: [batch, seq, d_model], or None."""
+        return None
+
+    def angles(self, pos: Tensor, cfg: ModelConfig, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+        """cos and sin that turn queries and keys at positions ``pos`` (``apply_rotary``), or None."""
+        return None
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor, cfg: ModelConfig, dtype: torch.dtype) -> Tensor | None:
+        """What is added to the scores of queries at ``q_pos`` and keys at ``k_pos``: [batch, heads, q, k], or None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<positions {self.name!r}>"
+
+
+class NoPositions(PositionScheme):
+    """No positions at all: attention sees a set, only the causal mask breaks the symmetry (POS-1)."""
+
+    name = "none"
+
+
+class Learned(PositionScheme):
+    """A trained table P, one row per position, added to the token rows (GPT-2)."""
+
+    name = "learned"
+    additive = learned = True
+
+    def added(self, pos: Tensor, cfg: ModelConfig, table: LearnedPositions | None, dtype: torch.dtype) -> Tensor:
+        assert table is not None, "a learned scheme needs the model's table"
+        return table(pos)  # type: ignore[no-any-return]
+
+
+class Sinusoidal(PositionScheme):
+    """The fixed sin/cos table added to the token rows ("Attention Is All You Need")."""
+
+    name = "sinusoidal"
+    additive = True
+
+    def check(self, cfg: ModelConfig) -> None:
+        if cfg.d_model % 2 != 0:
+            raise ValueError(f"ModelConfig.d_model={cfg.d_model} must be even for sinusoidal positions")
+
+    def added(self, pos: Tensor, cfg: ModelConfig, table: LearnedPositions | None, dtype: torch.dtype) -> Tensor:
+        return sinusoidal_table(cfg.max_positions, cfg.d_model, device=pos.device, dtype=dtype)[pos]
+
+
+class Rotary(PositionScheme):
+    """Queries and keys turned by angles proportional to position (Llama, GPT-NeoX, GPT-J)."""
+
+    name = "rotary"
+    rotates = True
+
+    def check(self, cfg: ModelConfig) -> None:
+        if cfg.rotary_dim < 2 or cfg.rotary_dim % 2 != 0:
+            raise ValueError(
+                f"ModelConfig.rotary_fraction={cfg.rotary_fraction} gives a rotary width of {cfg.rotary_dim} "
+                f"(int(d_head * rotary_fraction), d_head={cfg.head_dim}); with positions='rotary' it must be "
+                "a positive even number of coordinates (rotations turn pairs; a width of 0 encodes no position)"
+            )
+
+    def angles(self, pos: Tensor, cfg: ModelConfig, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        return rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, dtype)
+
+
+class ALiBi(PositionScheme):
+    """A per-head penalty proportional to the query-key distance, added to the scores (Bloom)."""
+
+    name = "alibi"
+    biases_scores = True
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor, cfg: ModelConfig, dtype: torch.dtype) -> Tensor:
+        return alibi_bias(alibi_slopes(cfg.n_heads), q_pos, k_pos, dtype)
+
+
+# the names ModelConfig.positions takes; "none" first, the simplest case Hypothesis shrinks to
+SCHEMES: dict[str, PositionScheme] = {s.name: s for s in (NoPositions(), Learned(), Sinusoidal(), Rotary(), ALiBi())}

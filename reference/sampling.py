@@ -5,14 +5,29 @@ never from torch's global generator, so the same seed gives the same draws (clai
 
 Order of operations, as in common inference engines: divide by the temperature,
 keep the top-k, keep the nucleus (top-p) of what remains, renormalise, draw.
+``filtered_probabilities`` and ``sample`` call the other steps through a ``stages`` bundle
+(reference.stages; the reference's own when none is given).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from reference.validation import check_logits, check_temperature, check_top_k, check_top_p
+
+if TYPE_CHECKING:
+    from reference.stages import Stages
+
+
+def _bundle(stages: Stages | None) -> Stages:
+    if stages is not None:
+        return stages
+    from reference.stages import REFERENCE  # (reference.stages imports this module)
+
+    return REFERENCE
 
 
 def softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -82,37 +97,46 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
 
 
 def filtered_probabilities(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
-                           top_p: float | None = None) -> Tensor:
+                           top_p: float | None = None, *, stages: Stages | None = None) -> Tensor:
     """The distribution a draw is made from: temperature, then top-k, then top-p, renormalised.
 
-    [batch, V] -> [batch, V] probabilities; T = 0 gives the one-hot argmax.
+    [batch, V] -> [batch, V] probabilities; T = 0 gives the one-hot argmax. Temperature, top-k,
+    top-p and the softmax are the stages of ``stages`` (this function is the ``filtered`` stage).
     """
+    s = _bundle(stages)
     check_logits(logits)
     t = check_temperature(temperature)
     k = check_top_k(top_k, logits.shape[-1])
     p = check_top_p(top_p)
     if t == 0.0:
-        return softmax(logits, 0.0)
-    z = divide_by_temperature(logits if logits.dtype == torch.float64 else logits.float(), t)
+        return s.softmax(logits, 0.0)
+    z = s.temperature(logits if logits.dtype == torch.float64 else logits.float(), t)
     if k is not None:
-        z = top_k_filter(z, k)
+        z = s.top_k(z, k)
     if p is not None:
-        z = top_p_filter(z, p)
-    return torch.softmax(z, dim=-1)
+        z = s.top_p(z, p)
+    return s.softmax(z, 1.0)  # z's maximum is 0 already: exactly torch.softmax(z)
 
 
 def sample(logits: Tensor, generator: torch.Generator | None, temperature: float = 1.0,
-           top_k: int | None = None, top_p: float | None = None) -> Tensor:
+           top_k: int | None = None, top_p: float | None = None, *, stages: Stages | None = None) -> Tensor:
     """Choose one token per row, [batch, V] -> [batch] (claims DEC-1..DEC-5).
 
     T = 0 is greedy and needs no generator; any T > 0 draws with ``generator``, which
-    must be given and must live on the logits' device.
+    must be given and must live on the logits' device. The steps are the stages of ``stages``
+    (this function is the ``sample`` stage).
     """
-    probs = filtered_probabilities(logits, temperature, top_k, top_p)
+    s = _bundle(stages)
+    probs = s.filtered(logits, temperature, top_k, top_p, stages=s)
     if temperature == 0:
-        return greedy(logits)
+        return s.greedy(logits)
+    return s.draw(probs, generator)
+
+
+def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One draw per row from ``probs`` [batch, V] with ``generator`` (never torch's global one)."""
     if generator is None:
         raise ValueError("generator is required when temperature > 0 (the global RNG is never used)")
-    if generator.device.type != logits.device.type:
-        raise ValueError(f"generator is on {generator.device} but logits are on {logits.device}")
+    if generator.device.type != probs.device.type:
+        raise ValueError(f"generator is on {generator.device} but logits are on {probs.device}")
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -26,11 +26,12 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from reference.config import ModelConfig
+from reference.positions import SCHEMES
 from spec.target import Target
 
 T_ = TypeVar("T_")
 
-POSITION_KINDS = ("none", "learned", "sinusoidal", "rotary", "alibi")
+POSITION_KINDS = tuple(SCHEMES)  # every position scheme of the reference, "none" first
 
 
 @st.composite

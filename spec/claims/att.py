@@ -126,7 +126,7 @@ def att_2(target: Target, data: st.DataObject) -> None:
     q, k = target.queries_keys(layer, ids)
     got = target.attention_weights(ids)[layer].double()
     if "config" in target.capabilities:
-        want = _expected_weights(q, k, target.config().positions == "alibi")
+        want = _expected_weights(q, k, target.config().scheme.biases_scores)
     else:
         want = min((_expected_weights(q, k, alibi) for alibi in (False, True)),
                    key=lambda w: float((w - got).abs().max()))
@@ -392,7 +392,7 @@ def att_6(target: Target, data: st.DataObject) -> None:
         _repeat_kv_heads(model, live_model(mha))
     assert_close(mha.logits(ids), sub.logits(ids), tol,
                  f"logits: {cfg.kv_heads} key/value heads vs {cfg.n_heads} heads with K/V repeated per group")
-    if cfg.positions == "alibi":  # part (1) does not apply: a head's ALiBi slope depends on its index among n heads
+    if cfg.scheme.biases_scores:  # part (1) does not apply: a head's ALiBi slope depends on its index among n heads
         note("ATT-6 one-head sum", "not applicable to ALiBi models (the GQA half ran)")
         return
     _silence_mlps(model)

@@ -39,7 +39,7 @@ def _lookup_stage(target: Target, ids: Tensor) -> tuple[bool, float, bool]:
     as normed, which ``_normed_lookup`` then checks (a lookup of another row fits no norm of the right one)."""
     if "config" in target.capabilities:
         cfg = target.config()
-        return cfg.positions in ("learned", "sinusoidal"), cfg.embedding_scale, cfg.embedding_norm
+        return cfg.scheme.additive, cfg.embedding_scale, cfg.embedding_norm
     const = target.embed(ids[:1, :1].expand(1, max(2, ids.shape[1])).contiguous())
     if not bool((const == const[:, :1]).all()):
         return True, 1.0, False

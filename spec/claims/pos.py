@@ -11,12 +11,13 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from reference.config import ModelConfig
+from reference.positions import SCHEMES, Sinusoidal
 from spec.catalog import claim
 from spec.strategies import built_configs, generator, permutations, seeds, target_ids, token_ids
 from spec.target import NotExposed, Target, skip_part
 from spec.tolerance import CLASSES, ToleranceClass, assert_close, assert_equal, check
 
-_WITH_POSITIONS = ("learned", "sinusoidal", "rotary", "alibi")
+_WITH_POSITIONS = tuple(name for name, scheme in SCHEMES.items() if scheme.sees_order)
 
 
 def _clearly_differ(a: Tensor, b: Tensor, tol: ToleranceClass, factor: float = 10.0) -> bool:
@@ -105,13 +106,13 @@ def pos_1(target: Target, data: st.DataObject) -> None:
         _last_is_order_blind(sub, ids, perm, 1, "built, positions='none'")
     kind = data.draw(st.sampled_from(_WITH_POSITIONS), label="positions")
     seeing = target.buildable(cfg.with_(positions=kind))  # the family's own scheme where it cannot take the drawn one
-    if seeing.positions == "none":
+    if not seeing.scheme.sees_order:
         skip_part(NotExposed("build", f"{target.name} builds no model with positions for this config"))
     else:
         _order_is_seen(target.build(seeing, seed=seed), seed, f"built, positions={seeing.positions!r}")
     if "config" in target.capabilities:
         own_cfg = target.config()
-        if own_cfg.positions == "none":
+        if not own_cfg.scheme.sees_order:
             own = data.draw(target_ids(target, min_len=2, max_len=10), label="own_ids")
             _last_is_order_blind(target, own, data.draw(permutations(own.shape[1] - 1), label="own_perm")
                                  .to(target.device), own_cfg.n_layers, "the target")
@@ -146,7 +147,7 @@ def pos_2(target: Target, data: st.DataObject) -> None:
     t0 = data.draw(st.integers(0, target.vocab_size - 1), label="t0")
     const = torch.full((1, n), t0, dtype=torch.long, device=target.device)
     h = target.embed(const)[0]
-    if cfg.positions not in ("learned", "sinusoidal"):
+    if not cfg.scheme.additive:
         assert_equal(h, h[:1].expand_as(h), f"positions={cfg.positions!r}: token {t0} at every position")
         return
     tol = CLASSES[target.tolerance]
@@ -160,7 +161,7 @@ def pos_2(target: Target, data: st.DataObject) -> None:
     P = h - E[t0] * s
     ids = data.draw(token_ids(target.vocab_size, min_len=n, max_len=n, batch=2), label="ids").to(target.device)
     assert_close(target.embed(ids), E[ids] * s + P, tol, "embed(ids) vs s E[ids] + P (P measured on a constant row)")
-    if cfg.positions == "sinusoidal":
+    if isinstance(cfg.scheme, Sinusoidal):
         inter, halves = (_sinusoid(n, E.shape[1], mode).to(P.dtype).to(P.device) for mode in (True, False))
         best = inter if not _clearly_differ(P, inter, tol) else halves
         assert_close(P, best, tol, "measured P vs the sinusoidal table (interleaved or halves)")
@@ -168,7 +169,7 @@ def pos_2(target: Target, data: st.DataObject) -> None:
 
 def _rotary_subject(target: Target, data: st.DataObject) -> tuple[Target, ModelConfig]:
     cfg = target.config()
-    if cfg.positions == "rotary":
+    if cfg.scheme.rotates:
         return target, cfg
     built = cfg.with_(positions="rotary", max_positions=max(cfg.max_positions, 16))
     return target.build(built, seed=data.draw(seeds, label="seed")), built

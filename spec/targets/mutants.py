@@ -3,297 +3,70 @@
 (The same bug classes in HuggingFace models, ``mutant:hf-...``, are in spec.targets.hf_mutants; ``MUTANTS``
 below holds both. Each mutant's ``missing`` says what an opaque target, spec.targets.opaque, lacks to show it.)
 
-Each mutant is the reference with one stage swapped for a broken version of it, the
-way real implementations go wrong: a KV-cache offset counted one too far, left padding
-that shifts positions, a rotary layout that does not match the weights, grouped-query
-heads tiled where they should be interleaved, a sampler that ignores its seed, and so
-on (the catalog ``MUTANTS`` below says which bug and where it was seen).
+Each mutant is the reference with one stage replaced by a broken version of it (reference.stages: a
+function of the stage's signature, ``Stages(weights=_softmax_over_queries)``), the way real
+implementations go wrong: a KV-cache offset counted one too far, left padding that shifts positions,
+a rotary layout that does not match the weights, grouped-query heads tiled where they should be
+interleaved, a sampler that ignores its seed, and so on (the catalog ``MUTANTS`` below says which
+bug and where it was seen). The two tied-embedding bugs are a model whose read-out matrix is not E^T
+(``model_cls``). No mutant holds a copy of the reference's code.
 
 How a bug is put in, so that every claim sees it the same way:
 
-- the model: a built reference ``Transformer`` is turned in place into a ``ZooModel``
-  (its forward pass with each stage function taken from a ``Stages`` bundle) and some of
-  its modules into broken subclasses (a norm that does not centre, a block that drops
-  its residual, ...). The target runs that model for logits, residual states, attention
-  weights, sublayers, cached decoding and generation alike, and ``build`` gives new
-  models the same bug. Nothing is patched process-wide: the bug lives in the instances.
-- the sampler: ``softmax``, ``filtered_probabilities``, ``sample`` and ``generate`` go
-  through the zoo's sampling stack, again with the stage functions of the bundle.
-- ``reference_model()`` is the converter view: a plain reference ``Transformer`` holding
-  the same weight tensors (shared storage, so weight edits reach the mutant) and running
-  the reference's own code. That is what a converter from a real implementation gives.
-
-With the default ``Stages`` a ZooModel computes what the reference's explicit attention
-path computes (tests/spec_meta/test_zoo.py checks it to float32 rounding).
+- the model: a built reference ``Transformer`` is given the mutant's stages (``Transformer.use_stages``),
+  in place. The target runs that model for logits, residual states, attention weights, sublayers,
+  cached decoding and generation alike, and ``build`` gives new models the same bug. Mutant models run
+  the reference's explicit attention path, as the zoo always has (a replaced stage that torch's fused
+  attention would skip sends any model down that path by itself, ``Stages.fusable``; the others would
+  compute the same on the fused path up to float32 rounding). Nothing is patched process-wide: the bug
+  lives in the instances.
+- the sampler: ``softmax``, ``filtered_probabilities``, ``sample`` and ``generate`` are the model's
+  stages (spec.targets.reference_target).
+- ``reference_model()`` is the converter view: a plain reference ``Transformer`` holding the same
+  weight tensors (shared storage, so weight edits reach the mutant) and running the reference's own
+  stages. That is what a converter from a real implementation gives.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import reference
-from reference.attention import Attention, merge_heads, repeat_kv, scores_to_weights, visibility_mask
-from reference.block import Block
+from reference.attention import explicit_attention, scores_to_weights, visibility_mask
 from reference.cache import KVCache
 from reference.config import ModelConfig
-from reference.embedding import Embedding, embed
-from reference.linear import linear
-from reference.mlp import MLP
-from reference.model import ForwardOutput, Transformer
-from reference.norms import Norm, rms_norm
-from reference.positions import apply_rotary, positions_from_mask, rotary_angles
-from reference.sampling import greedy, top_k_filter, top_p_filter
-from reference.validation import check_ids, check_logits, check_mask, check_temperature, check_top_k, check_top_p
+from reference.embedding import embed
+from reference.mlp import MLP, position_wise
+from reference.model import Transformer
+from reference.norms import rms_norm
+from reference.positions import apply_rotary
+from reference.stages import REFERENCE, Stages
+from reference.unembedding import unembed
+from reference.validation import check_logits, check_temperature, check_top_k, check_top_p
 from spec.target import Target
 from spec.targets import hf_mutants
 from spec.targets.hf_mutants import HF_ZOO, HFMutant
 from spec.targets.reference_target import ReferenceTarget
 
-Filtered = Callable[["Stages", Tensor, float, "int | None", "float | None"], Tensor]
-Sampler = Callable[["Stages", Tensor, "torch.Generator | None", float, "int | None", "float | None"], Tensor]
-
-
-# ============================================================================================ stages
-def _positions(real: Tensor, offset: Tensor, past: int) -> Tensor:
-    """The reference's positions: count of real tokens before each one, plus the cache's offset."""
-    return positions_from_mask(real, offset)
-
-
-def _scale(cfg: ModelConfig) -> float:
-    return cfg.scale
-
-
-def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One seeded draw per row from ``probs`` [batch, V] (the reference sampler's last step)."""
-    if generator is None:
-        raise ValueError("generator is required when temperature > 0 (the global RNG is never used)")
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def _last_logits(logits: Tensor, mask: Tensor) -> Tensor:
-    """The logits that choose the next token: the last column, [batch, seq, V] -> [batch, V]."""
-    return logits[:, -1]
-
-
-def _final_norm(norm: nn.Module, h: Tensor) -> Tensor:
-    """The final norm applied to the last residual state, before the unembedding."""
-    return norm(h)  # type: ignore[no-any-return]
-
-
-def _work(logits: Tensor) -> Tensor:
-    return logits if logits.dtype == torch.float64 else logits.float()
-
-
-def reference_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    return reference.softmax(logits, temperature)
-
-
-def reference_filtered(s: Stages, logits: Tensor, temperature: float, top_k: int | None,
-                       top_p: float | None) -> Tensor:
-    """reference.filtered_probabilities written over the stages: temperature, top-k, top-p, renormalise."""
-    check_logits(logits)
-    t = check_temperature(temperature)
-    k, p = check_top_k(top_k, logits.shape[-1]), check_top_p(top_p)
-    if t == 0.0:
-        return s.softmax(logits, 0.0)
-    z = _work(logits) / t
-    if k is not None:
-        z = s.top_k(z, k)
-    if p is not None:
-        z = s.top_p(z, p)
-    return s.softmax(z, 1.0)
-
-
-def reference_sample(s: Stages, logits: Tensor, generator: torch.Generator | None, temperature: float,
-                     top_k: int | None, top_p: float | None) -> Tensor:
-    """reference.sample written over the stages: T = 0 is greedy, otherwise a draw from the filtered distribution."""
-    probs = s.filtered(s, logits, temperature, top_k, top_p)
-    if temperature == 0:
-        return s.greedy(logits)
-    return s.draw(probs, generator)
-
-
-@dataclass(frozen=True)
-class Stages:
-    """The functions a zoo model and sampler call for each stage; the defaults are the reference's own."""
-
-    positions: Callable[[Tensor, Tensor, int], Tensor] = _positions  # (real mask, offset, past) -> [B, T]
-    visibility: Callable[[Tensor, int, int], Tensor] = visibility_mask  # (key mask, q_len, past) -> [B, 1, q, k]
-    rotate: Callable[[Tensor, Tensor, Tensor, bool], Tensor] = apply_rotary
-    repeat_kv: Callable[[Tensor, int], Tensor] = repeat_kv
-    scale: Callable[[ModelConfig], float] = _scale
-    weights: Callable[[Tensor, Tensor | None], Tensor] = scores_to_weights  # scores, mask -> attention weights
-    packed: bool = False  # attend over the whole batch packed into one sequence (no block mask)
-    cache: type[KVCache] = KVCache
-    final_norm: Callable[[nn.Module, Tensor], Tensor] = _final_norm  # (the model's final norm module, h) -> normed
-    unembed: Callable[[Tensor, Tensor, Tensor | None], Tensor] = linear
-    softmax: Callable[[Tensor, float], Tensor] = reference_softmax
-    top_k: Callable[[Tensor, int], Tensor] = top_k_filter
-    top_p: Callable[[Tensor, float], Tensor] = top_p_filter
-    filtered: Filtered = reference_filtered
-    greedy: Callable[[Tensor], Tensor] = greedy
-    draw: Callable[[Tensor, torch.Generator | None], Tensor] = _draw
-    sample: Sampler = reference_sample
-    last_logits: Callable[[Tensor, Tensor], Tensor] = _last_logits
-
-
-# ============================================================================================ the model
-def explicit_attention(s: Stages, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float,
-                       bias: Tensor | None) -> tuple[Tensor, Tensor]:
-    """reference.attention.explicit_attention with the weights stage swappable: (output, weights)."""
-    work = torch.float64 if q.dtype == torch.float64 else torch.float32
-    scores = (q.to(work) @ k.to(work).transpose(-2, -1)) * scale  # [batch, heads, q, k]
-    if bias is not None:
-        scores = scores + bias.to(work)
-    weights = s.weights(scores, mask)
-    return (weights.to(v.dtype) @ v), weights
-
-
-def packed_attention(s: Stages, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float,
-                     bias: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The batch packed into one sequence, causal over the concatenation: row r also sees rows < r.
-
-    Row r's queries see their own row as the mask says and every key of an earlier row that
-    row's last query sees. Returns each row's output and its own block of the weights
-    (which then no longer sum to 1).
-    """
-    b, h, tq, d = q.shape
-    tk = k.shape[2]
-
-    def pack(x: Tensor) -> Tensor:  # [b, h, t, d] -> [1, h, b * t, d]
-        return x.transpose(0, 1).reshape(1, h, b * x.shape[2], d)
-
-    rows = torch.arange(b, device=q.device)
-    seen = mask[:, 0, -1]  # [b, tk]: the keys each row's last query sees
-    earlier = rows[None, :] < rows[:, None]  # [b, b]: key row before query row
-    blocks = (earlier[:, None, :, None] & seen[None, None]).expand(b, tq, b, tk).clone()  # [b, tq, b, tk]
-    blocks[rows, :, rows] = mask[:, 0]  # own row: the ordinary mask
-    packed_bias = None
-    if bias is not None:  # ALiBi within a row only
-        packed_bias = torch.zeros(h, b, tq, b, tk, dtype=bias.dtype, device=bias.device)
-        packed_bias[:, rows, :, rows] = bias
-        packed_bias = packed_bias.reshape(1, h, b * tq, b * tk)
-    out, weights = explicit_attention(s, pack(q), pack(k), pack(v), blocks.reshape(1, 1, b * tq, b * tk), scale,
-                                      packed_bias)
-    own = weights.reshape(h, b, tq, b, tk)[:, rows, :, rows]  # [b, h, tq, tk]
-    return out.reshape(h, b, tq, d).transpose(0, 1), own
-
-
-class ZooAttention(Attention):
-    """reference Attention on the explicit path; rotation, K/V repeat, scale, mask and weights come from ``stages``."""
-
-    stages: Stages
-
-    def forward(self, x: Tensor, mask: Tensor | None, *, rotary: tuple[Tensor, Tensor] | None = None,
-                bias: Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
-                explicit: bool = False, causal: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x [batch, seq, d_model] -> (output [batch, seq, d_model], weights [batch, heads, q, k] when explicit)."""
-        cfg, s = self.cfg, self.stages
-        q, k, v = self.project(x)  # [batch, heads, seq, d_head]
-        v = self.hook_v(v)
-        if rotary is not None:
-            cos, sin = rotary
-            q, k = s.rotate(q, cos, sin, cfg.rotary_interleaved), s.rotate(k, cos, sin, cfg.rotary_interleaved)
-        if cache is not None:
-            k, v = cache.store(layer, k, v)
-        if mask is None:  # an unpadded prefill: the causal mask the fused kernel would apply
-            mask = s.visibility(torch.ones(x.shape[0], k.shape[2], dtype=torch.bool, device=x.device),
-                                q.shape[2], k.shape[2] - q.shape[2])
-        n_rep = cfg.n_heads // cfg.kv_heads
-        attend = packed_attention if s.packed else explicit_attention
-        out, weights = attend(s, q, s.repeat_kv(k, n_rep), s.repeat_kv(v, n_rep), mask, s.scale(cfg), bias)
-        out = self.hook_mix(out)  # [batch, n_heads, q, d_head]
-        return linear(merge_heads(out), self.W_O, self.b_O), weights if explicit else None
-
-
-class ZooModel(Transformer):
-    """reference Transformer whose forward pass takes positions, mask, cache and unembedding from ``stages``."""
-
-    stages: Stages
-
-    def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
-        cap = self.cfg.max_positions if capacity is None else capacity
-        return self.stages.cache.empty(self.cfg, batch, cap, device=self.device, dtype=self.dtype)
-
-    def forward(self, ids: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None, *,
-                return_states: bool = False, return_attentions: bool = False,
-                last_logits_only: bool = False) -> ForwardOutput:
-        """Transformer.forward with the stages: ids [batch, seq] -> logits [batch, seq or 1, vocab] and more."""
-        cfg, s = self.cfg, self.stages
-        check_ids(ids, cfg.vocab_size, self.device)
-        mask = None if attention_mask is None else check_mask(attention_mask, ids, self.device)
-        past = self._check_cache(cache, ids)
-        b, t = ids.shape
-        if past + t > cfg.max_positions:
-            raise ValueError(f"ids: {past} cached + {t} new tokens exceed max_positions={cfg.max_positions}")
-        real = mask if mask is not None else torch.ones_like(ids, dtype=torch.bool)
-        offset = cache.next_position if cache is not None else torch.zeros(b, dtype=torch.long, device=ids.device)
-        pos = s.positions(real, offset, past)  # [batch, seq]
-        h = self._embed(ids, pos)  # [batch, seq, d_model]
-        key_mask = real if cache is None else torch.cat([cache.key_mask[:, :past], real], dim=1)
-        full_mask = s.visibility(key_mask, t, past)  # [batch, 1, seq, past + seq]
-        rotary = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, h.dtype) if cfg.positions == "rotary" else None
-        bias = self._alibi(pos, key_mask, cache, past, h.dtype) if cfg.positions == "alibi" else None
-        states, attentions = [h], []
-        for i, block in enumerate(self.blocks):
-            h, weights = block(h, full_mask, rotary=rotary, bias=bias, cache=cache, layer=i, explicit=True)
-            states.append(h)
-            attentions.append(weights)
-        if cache is not None:
-            cache.advance(real)
-        if last_logits_only:
-            h = h[:, -1:]
-        logits = s.unembed(s.final_norm(self.final_norm, h), self.W_U, self.b_U)  # [batch, seq, vocab]
-        return ForwardOutput(logits=logits, states=tuple(states) if return_states else None,
-                             attentions=tuple(a for a in attentions if a is not None) if return_attentions else None)
-
-    def prepare(self) -> None:
-        """Called once after the model became a ZooModel (the tied-unembedding mutant adds its lost matrix here)."""
-
-
-@torch.no_grad()
-def zoo_generate(model: Transformer, s: Stages, ids: Tensor, max_new_tokens: int,
-                 attention_mask: Tensor | None = None) -> Tensor:
-    """reference.generate (greedy, KV cache) with the choice and the read-out position from the stages."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-    mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else check_mask(attention_mask, ids,
-                                                                                           ids.device)
-    b, t = ids.shape
-    if t + max_new_tokens > model.cfg.max_positions:
-        raise ValueError(f"max_new_tokens: {t} prompt + {max_new_tokens} new tokens exceed "
-                         f"max_positions={model.cfg.max_positions}")
-    cache = model.new_cache(b, t + max_new_tokens)
-    unused = torch.Generator(device=ids.device).manual_seed(0)  # greedy never draws; a sampler that does may
-    tokens, step_ids, step_mask = ids, ids, mask
-    for _ in range(max_new_tokens):
-        logits = s.last_logits(model(step_ids, step_mask, cache).logits, step_mask)  # [batch, V]
-        nxt = s.sample(s, logits, unused, 0.0, None, None)
-        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones_like(nxt[:, None], dtype=torch.bool)], dim=1)
-        step_ids, step_mask = nxt[:, None], mask[:, -1:]
-    return tokens
-
 
 # ============================================================================================ the target
 @dataclass(frozen=True)
 class Mutant:
-    """One entry of the zoo: a named bug, where it is seen, and how it is put into the reference."""
+    """One entry of the zoo: a named bug, where it is seen, and the stage that carries it."""
 
     name: str
     bug_class: str  # the class of issue #5 it reproduces
     description: str  # the real-world bug, one paragraph
     seen_in: str  # a public report of it (URL), or "" where none was found
     preset: str  # the reference preset that makes the bug reachable
-    stages: Stages = field(default_factory=Stages)
-    modules: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = ()  # (reference class, broken subclass)
-    model_cls: type[ZooModel] = ZooModel
+    stages: Stages = REFERENCE  # the reference's stages with one replaced
+    model_cls: type[Transformer] = Transformer  # a Transformer subclass, for a bug in the model's own matrices
     # What the catalog would have to observe to catch this bug without the converter (REF-1) and without config and
     # build: one sentence naming the missing observation, printed in the kill matrix for a mutant killed only by
     # REF-1 or not killed as an opaque target (spec.targets.opaque). "" where what an opaque target still exposes
@@ -301,20 +74,15 @@ class Mutant:
     missing: str = ""
 
 
-def break_model(model: Transformer, mutant: Mutant) -> ZooModel:
-    """Turn a built reference model into the mutant's, in place (same weights, broken code)."""
-    model.__class__ = mutant.model_cls
-    assert isinstance(model, ZooModel)
-    model.stages = mutant.stages
-    swaps = dict(mutant.modules)
-    for module in model.modules():
-        if type(module) is Attention:
-            module.__class__ = ZooAttention
-            assert isinstance(module, ZooAttention)
-            module.stages = mutant.stages
-        elif type(module) in swaps:
-            module.__class__ = swaps[type(module)]
-    model.prepare()
+def break_model(model: Transformer, mutant: Mutant) -> Transformer:
+    """Turn a built reference model into the mutant's, in place (same weights, one stage broken)."""
+    if mutant.model_cls is not Transformer:
+        model.__class__ = mutant.model_cls
+    model.use_stages(mutant.stages)
+    model.attention_impl = "explicit"  # as the zoo always ran (its kill matrix was measured on this path)
+    prepare = getattr(model, "prepare", None)
+    if prepare is not None:  # the tied-embedding mutants make their read-out matrix here
+        prepare()
     return model
 
 
@@ -327,7 +95,7 @@ def converter_view(model: Transformer) -> Transformer:
 
 
 class MutantTarget(ReferenceTarget):
-    """A reference target whose model and sampler carry one mutant's bug."""
+    """A reference target whose model (and so its sampler) carries one mutant's bug."""
 
     def __init__(self, mutant: Mutant, model: Transformer, name: str | None = None) -> None:
         self.mutant = mutant
@@ -336,33 +104,10 @@ class MutantTarget(ReferenceTarget):
         super().__init__(broken, name=name or f"mutant:{mutant.name}")
         self._view = converter_view(broken)
 
-    @torch.no_grad()
-    def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
-        states = self.residual_states(ids)
-        blk = self._block(layer)
-        q, k, _ = blk.attn.project(blk.N1(states[layer]))
-        cfg = self.model.cfg
-        if cfg.positions == "rotary":
-            pos = self.stages.positions(torch.ones_like(ids, dtype=torch.bool),
-                                        torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device), 0)
-            cos, sin = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, q.dtype)
-            q = self.stages.rotate(q, cos, sin, cfg.rotary_interleaved)
-            k = self.stages.rotate(k, cos, sin, cfg.rotary_interleaved)
-        return q, k
-
-    def softmax(self, logits: Tensor, temperature: float = 1.0) -> Tensor:
-        return self.stages.softmax(logits, temperature)
-
-    def filtered_probabilities(self, logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
-                               top_p: float | None = None) -> Tensor:
-        return self.stages.filtered(self.stages, logits, temperature, top_k, top_p)
-
-    def sample(self, logits: Tensor, generator: torch.Generator, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float | None = None) -> Tensor:
-        return self.stages.sample(self.stages, logits, generator, temperature, top_k, top_p)
-
     def generate(self, ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None) -> Tensor:
-        return zoo_generate(self.model, self.stages, ids, max_new_tokens, attention_mask)
+        # greedy never draws, but a broken sampler may: give it a seeded generator to draw with
+        unused = torch.Generator(device=ids.device).manual_seed(0)
+        return reference.generate(self.model, ids, max_new_tokens, attention_mask=attention_mask, generator=unused)
 
     def build(self, config: ModelConfig, seed: int = 0) -> MutantTarget:
         model = reference.build(config, seed=seed, device=self.device, dtype=self.dtype)
@@ -372,7 +117,11 @@ class MutantTarget(ReferenceTarget):
         return self._view
 
 
-# ============================================================================================ broken parts
+# ============================================================================================ broken stages
+def _work(logits: Tensor) -> Tensor:
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 class OffByOneCache(KVCache):
     """Advances its position counter one too far on every forward (it also counts the token about to come)."""
 
@@ -397,12 +146,31 @@ def _tiled_kv(x: Tensor, n_rep: int) -> Tensor:
     return x if n_rep == 1 else x.repeat(1, n_rep, 1, 1)
 
 
+def _scale_none(cfg: ModelConfig) -> float:
+    return 1.0
+
+
+def _scale_one_over_d(cfg: ModelConfig) -> float:
+    return 1.0 / cfg.head_dim
+
+
+def _scale_d_model(cfg: ModelConfig) -> float:
+    return 1.0 / math.sqrt(cfg.d_model)
+
+
 def _see_next(key_mask: Tensor, q_len: int, past: int) -> Tensor:
     """The causal mask shifted by one: each query also sees the key right after it."""
     k_len = key_mask.shape[1]
     q_slot = torch.arange(past, past + q_len, device=key_mask.device)[:, None]
     k_slot = torch.arange(k_len, device=key_mask.device)[None, :]
     return ((k_slot <= q_slot + 1)[None] & key_mask[:, None, :])[:, None] | (k_slot == q_slot)[None, None]
+
+
+def _mask_from_lengths(key_mask: Tensor, q_len: int, past: int) -> Tensor:
+    """The key mask rebuilt from each row's count of real tokens (arange < length): padding assumed on the right."""
+    lengths = key_mask.sum(dim=-1, keepdim=True)  # [batch, 1]
+    right = torch.arange(key_mask.shape[1], device=key_mask.device)[None] < lengths
+    return visibility_mask(right, q_len, past)
 
 
 def _softmax_over_queries(scores: Tensor, mask: Tensor | None) -> Tensor:
@@ -413,6 +181,100 @@ def _softmax_over_queries(scores: Tensor, mask: Tensor | None) -> Tensor:
     return torch.softmax(scores, dim=-2)
 
 
+def _bf16_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """The attention softmax in bfloat16: scores rounded to bf16, softmax in bf16, the weights cast back."""
+    low = scores.bfloat16()
+    if mask is not None:
+        low = low.masked_fill(~mask, float("-inf"))
+    return torch.softmax(low, dim=-1).to(scores.dtype)
+
+
+def _unstable_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """exp(scores) / sum exp(scores) in float32 without subtracting the row maximum: exp overflows above 88."""
+    e = scores.float().exp()
+    if mask is not None:
+        e = e.masked_fill(~mask, 0.0)
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def packed_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, bias: Tensor | None = None,
+                     weights: Callable[[Tensor, Tensor | None], Tensor] = scores_to_weights) -> tuple[Tensor, Tensor]:
+    """The batch packed into one sequence, causal over the concatenation: row r also sees rows < r.
+
+    Row r's queries see their own row as the mask says and every key of an earlier row that
+    row's last query sees. Returns each row's output and its own block of the weights
+    (which then no longer sum to 1).
+    """
+    assert mask is not None, "the explicit path always passes a mask"
+    b, h, tq, d = q.shape
+    tk = k.shape[2]
+
+    def pack(x: Tensor) -> Tensor:  # [b, h, t, d] -> [1, h, b * t, d]
+        return x.transpose(0, 1).reshape(1, h, b * x.shape[2], d)
+
+    rows = torch.arange(b, device=q.device)
+    seen = mask[:, 0, -1]  # [b, tk]: the keys each row's last query sees
+    earlier = rows[None, :] < rows[:, None]  # [b, b]: key row before query row
+    blocks = (earlier[:, None, :, None] & seen[None, None]).expand(b, tq, b, tk).clone()  # [b, tq, b, tk]
+    blocks[rows, :, rows] = mask[:, 0]  # own row: the ordinary mask
+    packed_bias = None
+    if bias is not None:  # ALiBi within a row only
+        packed_bias = torch.zeros(h, b, tq, b, tk, dtype=bias.dtype, device=bias.device)
+        packed_bias[:, rows, :, rows] = bias
+        packed_bias = packed_bias.reshape(1, h, b * tq, b * tk)
+    out, w = explicit_attention(pack(q), pack(k), pack(v), blocks.reshape(1, 1, b * tq, b * tk), scale,
+                                packed_bias, weights)
+    own = w.reshape(h, b, tq, b, tk)[:, rows, :, rows]  # [b, h, tq, tk]
+    return out.reshape(h, b, tq, d).transpose(0, 1), own
+
+
+def _stream_replaced(h: Tensor, a: Tensor) -> Tensor:
+    """The attention output replaces the residual stream instead of being added to it."""
+    return a
+
+
+def _dropout_residual(h: Tensor, a: Tensor) -> Tensor:
+    """Residual dropout (p = 0.1) on the attention output that stays on at inference."""
+    return h + F.dropout(a, p=0.1, training=True)
+
+
+def _uncentred_layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+    """A LayerNorm that divides by the root mean square without subtracting the mean first."""
+    out = rms_norm(x, weight, eps)
+    return out if bias is None else out + bias
+
+
+def _sequence_mixing_mlp(m: MLP, x: Tensor) -> Tensor:
+    """Centres its input over the sequence axis (dim=1) where the feature axis was meant."""
+    return position_wise(m, x - x.mean(dim=1, keepdim=True))
+
+
+def _gate_swapped(act: Callable[[Tensor], Tensor], gate: Tensor, up: Tensor) -> Tensor:
+    """A gated MLP with its gate and up projections in each other's place: act(x W_in) * (x W_gate)."""
+    return act(up) * gate
+
+
+def _embed_off_by_one(ids: Tensor, E: Tensor, scale: float) -> Tensor:
+    """Looks up row id - 1 (a table read as if IDs were 1-based); id 0 silently wraps to the last row."""
+    return embed(ids - 1, E, scale)
+
+
+def _skip_final_norm(norm: nn.Module, h: Tensor) -> Tensor:
+    """The final norm module exists (and is loaded) but is never called: h goes to the unembedding as it is."""
+    return h
+
+
+def _last_by_count(h: Tensor, mask: Tensor) -> Tensor:
+    """Reads the output at index (number of real tokens - 1): right for right padding, wrong for left."""
+    idx = mask.long().sum(dim=-1) - 1  # [batch]
+    return h[torch.arange(h.shape[0], device=h.device), idx]
+
+
+def _no_bias(h: Tensor, U: Tensor, b: Tensor | None) -> Tensor:
+    """The output projection without its bias."""
+    return unembed(h, U)
+
+
 def _half_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """exp(z / T) / sum exp(z / T) in float16 without subtracting the maximum: exp overflows above z ~ 11."""
     if temperature == 0:
@@ -421,14 +283,15 @@ def _half_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return (e / e.sum(dim=-1, keepdim=True)).to(_work(logits).dtype)
 
 
-def _no_bias(h: Tensor, U: Tensor, b: Tensor | None) -> Tensor:
-    """The output projection without its bias."""
-    return linear(h, U)
+def _divide_unshifted(z: Tensor, t: float) -> Tensor:
+    """z / T as it stands, the maximum not subtracted first (what a softmax that exponentiates z directly is fed)."""
+    return z / t
 
 
-def _temperature_after_top_p(s: Stages, logits: Tensor, temperature: float, top_k: int | None,
-                             top_p: float | None) -> Tensor:
+def _temperature_after_top_p(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                             top_p: float | None = None, *, stages: Stages | None = None) -> Tensor:
     """Top-k and top-p cut the untempered distribution; the temperature only reshapes what is left."""
+    s = stages or REFERENCE
     check_logits(logits)
     t = check_temperature(temperature)
     k, p = check_top_k(top_k, logits.shape[-1]), check_top_p(top_p)
@@ -447,9 +310,10 @@ def _divide_by_t_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return torch.softmax(_work(logits) / temperature, dim=-1)
 
 
-def _divide_by_t_filtered(s: Stages, logits: Tensor, temperature: float, top_k: int | None,
-                          top_p: float | None) -> Tensor:
-    """The reference pipeline without its T = 0 branch."""
+def _divide_by_t_filtered(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                          top_p: float | None = None, *, stages: Stages | None = None) -> Tensor:
+    """Temperature, top-k, top-p without the T = 0 branch."""
+    s = stages or REFERENCE
     z = _work(logits) / temperature
     if top_k is not None:
         z = s.top_k(z, top_k)
@@ -458,10 +322,12 @@ def _divide_by_t_filtered(s: Stages, logits: Tensor, temperature: float, top_k: 
     return torch.softmax(z, dim=-1)
 
 
-def _divide_by_t_sample(s: Stages, logits: Tensor, generator: torch.Generator | None, temperature: float,
-                        top_k: int | None, top_p: float | None) -> Tensor:
+def _divide_by_t_sample(logits: Tensor, generator: torch.Generator | None, temperature: float = 1.0,
+                        top_k: int | None = None, top_p: float | None = None, *,
+                        stages: Stages | None = None) -> Tensor:
     """Always draws, at T = 0 too (from whatever z / 0 gave)."""
-    return s.draw(s.filtered(s, logits, temperature, top_k, top_p), generator)
+    s = stages or REFERENCE
+    return s.draw(s.filtered(logits, temperature, top_k, top_p, stages=s), generator)
 
 
 def top_p_below(logits: Tensor, p: float) -> Tensor:
@@ -484,9 +350,10 @@ def top_k_plus_one(logits: Tensor, k: int) -> Tensor:
     return logits.masked_fill(remove, float("-inf"))
 
 
-def _top_k_not_renormalised(s: Stages, logits: Tensor, temperature: float, top_k: int | None,
-                            top_p: float | None) -> Tensor:
+def _top_k_not_renormalised(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                            top_p: float | None = None, *, stages: Stages | None = None) -> Tensor:
     """Zeroes the filtered-out tokens of the full distribution and returns the rest as they were (sum < 1)."""
+    s = stages or REFERENCE
     if temperature == 0:
         return s.softmax(logits, 0.0)
     z = _work(logits) / temperature
@@ -509,51 +376,8 @@ def _greedy_max_value(logits: Tensor) -> Tensor:
     return token.long()
 
 
-def _last_by_count(logits: Tensor, mask: Tensor) -> Tensor:
-    """Reads the logits at index (number of real tokens - 1): right for right padding, wrong for left."""
-    idx = mask.long().sum(dim=-1) - 1  # [batch]
-    return logits[torch.arange(logits.shape[0], device=logits.device), idx]
-
-
-def _skip_final_norm(norm: nn.Module, h: Tensor) -> Tensor:
-    """The final norm module exists (and is loaded) but is never called: h goes to the unembedding as it is."""
-    return h
-
-
-def _mask_from_lengths(key_mask: Tensor, q_len: int, past: int) -> Tensor:
-    """The key mask rebuilt from each row's count of real tokens (arange < length): padding assumed on the right."""
-    lengths = key_mask.sum(dim=-1, keepdim=True)  # [batch, 1]
-    right = torch.arange(key_mask.shape[1], device=key_mask.device)[None] < lengths
-    return visibility_mask(right, q_len, past)
-
-
-def _bf16_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
-    """The attention softmax in bfloat16: scores rounded to bf16, softmax in bf16, the weights cast back."""
-    low = scores.bfloat16()
-    if mask is not None:
-        low = low.masked_fill(~mask, float("-inf"))
-    return torch.softmax(low, dim=-1).to(scores.dtype)
-
-
-def _unstable_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
-    """exp(scores) / sum exp(scores) in float32 without subtracting the row maximum: exp overflows above 88."""
-    e = scores.float().exp()
-    if mask is not None:
-        e = e.masked_fill(~mask, 0.0)
-    return e / e.sum(dim=-1, keepdim=True)
-
-
-class GateSwappedMLP(MLP):
-    """A gated MLP with its gate and up projections in each other's place: act(x W_in) * (x W_gate)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.W_gate is None:
-            return super().forward(x)
-        inner = self.act(linear(x, self.W_in, self.b_in)) * linear(x, self.W_gate, self.b_gate)
-        return linear(inner, self.W_out, self.b_out)
-
-
-class TiedCopyModel(ZooModel):
+# ============================================================================================ broken read-outs
+class TiedCopyModel(Transformer):
     """A tied model whose output matrix is a copy of E^T taken at load time: equal bit for bit until it is trained,
     then E and U move apart (each gets only its own gradient)."""
 
@@ -566,57 +390,7 @@ class TiedCopyModel(ZooModel):
         return self.U_copy if self.cfg.tied_embeddings else super().W_U
 
 
-class UncentredNorm(Norm):
-    """A LayerNorm that divides by the root mean square without subtracting the mean first."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = rms_norm(x, self.weight, self.eps)
-        return out if self.bias is None else out + self.bias
-
-
-class NoResidualBlock(Block):
-    """The attention output replaces the residual stream instead of being added to it."""
-
-    def forward(self, h: Tensor, mask: Tensor | None, *, rotary: tuple[Tensor, Tensor] | None = None,
-                bias: Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
-                explicit: bool = False, causal: bool = False) -> tuple[Tensor, Tensor | None]:
-        a, weights = self.attn(self.N1(h), mask, rotary=rotary, bias=bias, cache=cache, layer=layer,
-                               explicit=explicit, causal=causal)
-        if self.parallel:
-            return a + self.mlp(self.N2(h)), weights
-        return a + self.mlp(self.N2(a)), weights
-
-
-class DropoutBlock(Block):
-    """Residual dropout (p = 0.1) on the attention output that stays on at inference."""
-
-    def forward(self, h: Tensor, mask: Tensor | None, *, rotary: tuple[Tensor, Tensor] | None = None,
-                bias: Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
-                explicit: bool = False, causal: bool = False) -> tuple[Tensor, Tensor | None]:
-        a, weights = self.attn(self.N1(h), mask, rotary=rotary, bias=bias, cache=cache, layer=layer,
-                               explicit=explicit, causal=causal)
-        a = F.dropout(a, p=0.1, training=True)
-        if self.parallel:
-            return h + a + self.mlp(self.N2(h)), weights
-        h = h + a
-        return h + self.mlp(self.N2(h)), weights
-
-
-class SequenceMixingMLP(MLP):
-    """Centres its input over the sequence axis (dim=1) where the feature axis was meant."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x - x.mean(dim=1, keepdim=True))
-
-
-class OffByOneEmbedding(Embedding):
-    """Looks up row id - 1 (a table read as if IDs were 1-based); id 0 silently wraps to the last row."""
-
-    def forward(self, ids: Tensor) -> Tensor:
-        return embed(ids - 1, self.E, self.scale)
-
-
-class LostTieModel(ZooModel):
+class LostTieModel(Transformer):
     """A tied model whose output matrix was never tied: a freshly initialised U replaces E^T."""
 
     def prepare(self) -> None:
@@ -632,18 +406,6 @@ class LostTieModel(ZooModel):
 
 
 # ============================================================================================ the zoo
-def _scale_none(cfg: ModelConfig) -> float:
-    return 1.0
-
-
-def _scale_one_over_d(cfg: ModelConfig) -> float:
-    return 1.0 / cfg.head_dim
-
-
-def _scale_d_model(cfg: ModelConfig) -> float:
-    return 1.0 / math.sqrt(cfg.d_model)
-
-
 _HF = "https://github.com/huggingface/transformers"
 _ZOO: list[Mutant] = [
     Mutant("cache-offset-off-by-one", "KV cache position offset wrong",
@@ -700,26 +462,26 @@ _ZOO: list[Mutant] = [
            "The sampler's softmax runs in float16 and exponentiates the logits directly: exp overflows to inf "
            "above about 11, and inf / inf is NaN. HF's OPT produced NaNs in half precision until its softmax "
            "was upcast to float32.",
-           f"{_HF}/pull/17437", "llama-tiny", Stages(softmax=_half_softmax)),
+           f"{_HF}/pull/17437", "llama-tiny", Stages(softmax=_half_softmax, temperature=_divide_unshifted)),
     Mutant("layernorm-uncentred", "LayerNorm without centering",
            "LayerNorm divides by the root mean square without subtracting the mean (an RMSNorm under a "
            "LayerNorm's name), so a constant added to every coordinate is no longer removed.",
-           "", "gpt2-tiny", modules=((Norm, UncentredNorm),),
+           "", "gpt2-tiny", Stages(layer_norm=_uncentred_layer_norm),
            missing="which norm the model has (config.norm): a LayerNorm that does not centre is an RMSNorm with a "
                    "bias, whose outputs NORM-1 accepts (it holds for x and a x); only a target that says it has "
                    "LayerNorm can be held to ignoring x + c"),
     Mutant("residual-dropped", "residual dropped",
            "The attention sublayer's output replaces the residual stream instead of being added to it "
            "(h = attn(h) for h = h + attn(h)), so the block forgets its input.",
-           "", "gpt2-tiny", modules=((Block, NoResidualBlock),)),
+           "", "gpt2-tiny", Stages(residual=_stream_replaced)),
     Mutant("mlp-mixes-positions", "MLP mixing positions",
            "The MLP normalises its input over the sequence axis (dim=1) where the feature axis was meant, so "
            "each position's output depends on every other position, later ones included.",
-           "", "gpt2-tiny", modules=((MLP, SequenceMixingMLP),)),
+           "", "gpt2-tiny", Stages(mlp=_sequence_mixing_mlp)),
     Mutant("embedding-off-by-one", "embedding lookup off by one",
            "The table is read at row id - 1, as if token IDs were 1-based (Lua Torch habits, or a vocabulary "
            "file with a header line); ID 0 silently wraps to the last row through negative indexing.",
-           "", "gpt2-tiny", modules=((Embedding, OffByOneEmbedding),)),
+           "", "gpt2-tiny", Stages(embed=_embed_off_by_one)),
     Mutant("tied-unembedding-lost", "tied unembedding not transposed / replaced",
            "A tied model's output matrix is a freshly initialised matrix instead of E^T: the checkpoint stores "
            "only the embedding and the loader never ties lm_head to it, which gives fluent-looking garbage "
@@ -763,11 +525,11 @@ _ZOO: list[Mutant] = [
     Mutant("dropout-at-inference", "dropout left on at inference",
            "Residual dropout stays active when the model is used for inference (model.eval() never called, or "
            "dropout applied with training=True), so the same input gives different logits on every call.",
-           "https://github.com/karpathy/nanoGPT/pull/749", "gpt2-tiny", modules=((Block, DropoutBlock),)),
+           "https://github.com/karpathy/nanoGPT/pull/749", "gpt2-tiny", Stages(residual=_dropout_residual)),
     Mutant("batch-rows-leak", "batch rows leaking into each other",
            "The batch is packed into one long sequence for attention without a block-diagonal mask, so row r "
            "attends to every real token of rows before it and a prompt's logits depend on its batch-mates.",
-           "https://github.com/yxlu-0102/MP-SENet/issues/64", "llama-tiny", Stages(packed=True)),
+           "https://github.com/yxlu-0102/MP-SENet/issues/64", "llama-tiny", Stages(attend=packed_attention)),
     Mutant("greedy-max-value-as-id", "greedy returning the maximum instead of its index",
            "torch.max(probs, dim=-1) returns (values, indices); unpacked in the wrong order, greedy takes the "
            "top probability for the token and casts it to an integer, so every row whose top probability is "
@@ -778,7 +540,7 @@ _ZOO: list[Mutant] = [
            "Generation reads the next-token logits at index (number of real tokens - 1), which is the last "
            "token for right padding but a position in the middle for a left-padded row: HF's "
            "ForSequenceClassification heads had this bug until they searched for the rightmost real token.",
-           f"{_HF}/issues/35909", "gpt2-tiny", Stages(last_logits=_last_by_count)),
+           f"{_HF}/issues/35909", "gpt2-tiny", Stages(last_position=_last_by_count)),
     Mutant("final-norm-skipped", "final norm skipped before the unembedding",
            "The model holds a final norm (its weights are loaded) but one code path sends the last residual state "
            "straight to the unembedding without it, so logits come from an un-normalised state (keys_values' "
@@ -808,7 +570,7 @@ _ZOO: list[Mutant] = [
            "W_gate) * (x W_up), as when a fused gate_up weight is split in the wrong order or a loader assigns "
            "the two by creation order: finite, plausible activations and wrong logits (nntrainer's CausalLM "
            "computed silu(up_proj) * gate_proj).",
-           "https://github.com/nntrainer/nntrainer/pull/4194", "llama-tiny", modules=((MLP, GateSwappedMLP),),
+           "https://github.com/nntrainer/nntrainer/pull/4194", "llama-tiny", Stages(gate=_gate_swapped),
            missing="which of the two input projections is the gate: with them swapped the MLP is still a gated MLP "
                    "acting on each position (MLP-1, MLP-2 hold), so only the weights' own naming, through config "
                    "and the converter (MLP-1's formula check, REF-1), tells"),
@@ -844,4 +606,4 @@ def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:
     return build(rest, device=device, dtype=dtype)
 
 
-__all__ = ["MUTANTS", "HFMutant", "Mutant", "MutantTarget", "Stages", "ZooModel", "build", "from_spec", "replace"]
+__all__ = ["MUTANTS", "HFMutant", "Mutant", "MutantTarget", "Stages", "build", "from_spec", "replace"]

@@ -126,7 +126,7 @@ class _ReferenceStep(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, past: list[Tensor]) -> tuple[Tensor, ...]:
         from reference.attention import visibility_mask
-        from reference.positions import alibi_bias, alibi_slopes, positions_from_mask, rotary_angles
+        from reference.positions import positions_from_mask
         from reference.unembedding import unembed
 
         m, cfg = self.model, self.model.cfg
@@ -137,10 +137,8 @@ class _ReferenceStep(nn.Module):
         pos = pos_all[:, n_past:]
         h = m._embed(input_ids, pos)
         mask = visibility_mask(real, t, n_past)
-        bias = (alibi_bias(alibi_slopes(cfg.n_heads), pos, pos_all, torch.float32) if cfg.positions == "alibi"
-                else None)
-        rotary = (rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, h.dtype) if cfg.positions == "rotary"
-                  else None)
+        bias = cfg.scheme.bias(pos, pos_all, cfg, torch.float32)  # ALiBi's, or None
+        rotary = cfg.scheme.angles(pos, cfg, h.dtype)  # rotary cos and sin, or None
         cache = _ConcatCache([(past[2 * i], past[2 * i + 1]) for i in range(cfg.n_layers)])
         for i, block in enumerate(m.blocks):
             h, _ = block(h, mask, rotary=rotary, bias=bias, cache=cache, layer=i)  # type: ignore[arg-type]

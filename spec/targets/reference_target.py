@@ -9,11 +9,9 @@ import torch
 from torch import Tensor
 
 import reference
-from reference.attention import visibility_mask
 from reference.block import Block
 from reference.config import ModelConfig
 from reference.model import Transformer
-from reference.positions import alibi_bias, alibi_slopes, rotary_angles
 from reference.presets import preset
 from spec.target import Sublayers, Target, Tokenizer, sgd_step
 
@@ -39,12 +37,12 @@ class ReferenceSublayers:
         kw: dict[str, Any] = {"causal": False, "mask": None}
         if t > 1:
             kw["causal"] = True
-        if cfg.positions == "rotary":
-            kw["rotary"] = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, x.dtype)
-        elif cfg.positions == "alibi":
+        kw["rotary"] = cfg.scheme.angles(pos, cfg, x.dtype)
+        if cfg.scheme.biases_scores:
             work = torch.float64 if x.dtype == torch.float64 else torch.float32
-            kw["bias"] = alibi_bias(alibi_slopes(cfg.n_heads), pos, pos, work)
-            kw["mask"], kw["causal"] = visibility_mask(torch.ones(b, t, dtype=torch.bool, device=x.device), t, 0), False
+            kw["bias"] = cfg.scheme.bias(pos, pos, cfg, work)
+            kw["mask"] = self.blk.stages.visibility(torch.ones(b, t, dtype=torch.bool, device=x.device), t, 0)
+            kw["causal"] = False
         return kw
 
     @torch.no_grad()
@@ -127,16 +125,16 @@ class ReferenceTarget(Target):
 
     @torch.no_grad()
     def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
-        from reference.positions import apply_rotary
-
         states = self.residual_states(ids)
         blk = self._block(layer)
         q, k, _ = blk.attn.project(blk.N1(states[layer]))
-        cfg = self.model.cfg
-        if cfg.positions == "rotary":
-            pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
-            cos, sin = rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, q.dtype)
-            q, k = apply_rotary(q, cos, sin, cfg.rotary_interleaved), apply_rotary(k, cos, sin, cfg.rotary_interleaved)
+        cfg, s = self.model.cfg, self.model.stages
+        pos = s.positions(torch.ones_like(ids, dtype=torch.bool),
+                          torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device), 0)
+        angles = cfg.scheme.angles(pos, cfg, q.dtype)
+        if angles is not None:
+            cos, sin = angles
+            q, k = s.rotate(q, cos, sin, cfg.rotary_interleaved), s.rotate(k, cos, sin, cfg.rotary_interleaved)
         return q, k
 
     @torch.no_grad()
@@ -171,16 +169,19 @@ class ReferenceTarget(Target):
             out.append(self.model(ids[:, t:t + 1], mask[:, t:t + 1], cache).logits)
         return torch.cat(out, dim=1)
 
+    # the sampler: the model's own stages (the reference's, unless a mutant replaced one)
     def softmax(self, logits: Tensor, temperature: float = 1.0) -> Tensor:
-        return reference.softmax(logits, temperature)
+        return self.model.stages.softmax(logits, temperature)
 
     def filtered_probabilities(self, logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
                                top_p: float | None = None) -> Tensor:
-        return reference.filtered_probabilities(logits, temperature, top_k, top_p)
+        s = self.model.stages
+        return s.filtered(logits, temperature, top_k, top_p, stages=s)
 
     def sample(self, logits: Tensor, generator: torch.Generator, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None) -> Tensor:
-        return reference.sample(logits, generator, temperature, top_k, top_p)
+        s = self.model.stages
+        return s.sample(logits, generator, temperature, top_k, top_p, stages=s)
 
     def generate(self, ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None) -> Tensor:
         return reference.generate(self.model, ids, max_new_tokens, attention_mask=attention_mask)
@@ -200,6 +201,7 @@ class ReferenceTarget(Target):
 
     def build(self, config: ModelConfig, seed: int = 0) -> ReferenceTarget:
         model = reference.build(config, seed=seed, device=self.device, dtype=self.dtype)
+        model.use_stages(self.model.stages)  # a model built by this target computes through the same stages
         return ReferenceTarget(model, name=f"{self.name}[built]")
 
     def train_step(self, ids: Tensor, targets: Tensor, lr: float) -> None:

@@ -77,7 +77,7 @@ def tl_config(cfg: ModelConfig, device: str | torch.device, dtype: torch.dtype) 
         act_fn=_ACT_TO_TL[cfg.mlp_activation], gated_mlp=cfg.mlp_gated,
         normalization_type="RMS" if cfg.norm == "rmsnorm" else "LN", eps=cfg.norm_eps,
         positional_embedding_type=_POS_TO_TL[cfg.positions],
-        rotary_dim=cfg.rotary_dim if cfg.positions == "rotary" else None, rotary_base=cfg.rotary_theta,
+        rotary_dim=cfg.rotary_dim if cfg.scheme.rotates else None, rotary_base=cfg.rotary_theta,
         rotary_adjacent_pairs=cfg.rotary_interleaved, parallel_attn_mlp=cfg.parallel_residual,
         post_embedding_ln=cfg.embedding_norm, attn_scale=1.0 / cfg.scale, init_weights=False,
         default_prepend_bos=False, device=str(device), dtype=dtype)
@@ -188,7 +188,7 @@ def to_reference(tl: Any) -> Transformer:
     out: dict[str, Tensor] = {"embed.E": W_E} | ({} if cfg.tied_embeddings else {"U": sd["unembed.W_U"]})
     if cfg.unembed_bias:
         out["b_U"] = sd["unembed.b_U"]
-    if cfg.positions == "learned":
+    if cfg.scheme.learned:
         out["pos.P"] = sd["pos_embed.W_pos"]
     norms = {"final_norm": "ln_final"} | ({"embed_norm": "embed.ln"} if cfg.embedding_norm else {})
     for i in range(cfg.n_layers):

@@ -8,7 +8,7 @@ import torch
 from reference import PRESETS, ModelConfig
 from reference.attention import visibility_mask
 from reference.block import Block
-from reference.positions import alibi_bias, alibi_slopes, rotary_angles
+from reference.positions import ALiBi, Rotary, alibi_bias, alibi_slopes, rotary_angles
 
 # float64 throughout: the block and the hand composition run the same kernels in a
 # possibly different grouping of the residual sums, ~1e-16 relative; 1e-12 catches
@@ -29,9 +29,9 @@ def make_block(cfg: ModelConfig, seed: int = 0) -> Block:
 def extras(cfg: ModelConfig, b: int, t: int) -> dict:
     """The rotary angles or ALiBi bias the model would pass for an unpadded prefill."""
     pos = torch.arange(t).expand(b, t)
-    if cfg.positions == "rotary":
+    if isinstance(cfg.scheme, Rotary):
         return {"rotary": rotary_angles(pos, cfg.rotary_dim, cfg.rotary_theta, torch.float64)}
-    if cfg.positions == "alibi":
+    if isinstance(cfg.scheme, ALiBi):
         return {"bias": alibi_bias(alibi_slopes(cfg.n_heads), pos, pos, torch.float64)}
     return {}
 

@@ -192,6 +192,6 @@ def test_presets_cover_the_wirings_they_claim() -> None:
     assert {c.tied_embeddings for c in cfgs} == {True, False}
     assert {c.mlp_gated for c in cfgs} == {True, False}
     assert {c.parallel_residual for c in cfgs} == {True, False}
-    assert {c.rotary_interleaved for c in cfgs if c.positions == "rotary"} == {True, False}
+    assert {c.rotary_interleaved for c in cfgs if c.scheme.rotates} == {True, False}
     assert PRESETS["gemma-tiny"].embedding_scale == pytest.approx(math.sqrt(32))
     assert PRESETS["bloom-tiny"].embedding_norm

@@ -369,7 +369,7 @@ def test_config_from_metadata(ref: Any) -> None:
     cfg = ref.config()
     assert (cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.kv_heads, cfg.head_dim, cfg.mlp_dim) == (
         49152, 576, 30, 9, 3, 64, 1536)
-    assert cfg.tied_embeddings and cfg.positions == "rotary" and cfg.norm == "rmsnorm" and cfg.mlp_gated
+    assert cfg.tied_embeddings and cfg.scheme.rotates and cfg.norm == "rmsnorm" and cfg.mlp_gated
     assert cfg.rotary_theta == 100000.0 and cfg.max_positions == 8192
     assert cfg.norm_eps == float(np.float32(1e-5))  # stored as float32 in the file, as HF reads it
 

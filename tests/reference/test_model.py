@@ -85,10 +85,10 @@ def test_first_state_is_the_embedding(name: str, model_for: ModelFor) -> None:
     with torch.no_grad():
         h0 = model(ids, return_states=True).states[0]
         rows = model.E[ids] * cfg.embedding_scale
-        if cfg.positions == "learned":  # POS-2: h0 = E[t] + P[pos]
+        if cfg.scheme.learned:  # POS-2: h0 = E[t] + P[pos]
             assert model.pos is not None
             rows = rows + model.pos.P[:6]
-        elif cfg.positions == "sinusoidal":
+        elif cfg.scheme.additive:  # the fixed sinusoids
             rows = rows + sinusoids_by_hand(6, cfg.d_model)
         if cfg.embedding_norm:
             assert model.embed_norm is not None

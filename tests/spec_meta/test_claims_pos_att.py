@@ -3,15 +3,14 @@
 Each claim must pass on the reference (several presets, float32 and float64) and fail
 on a target that carries one realistic bug. Hypothesis runs derandomized; failing runs
 skip shrinking (only the verdict matters here). Bugs inside the reference's attention
-are injected by patching one function of reference.attention for the duration of one
-call (or one claim run), which leaves every other test untouched.
+are put in by replacing one of the model's stages (reference.stages) in that model
+alone, which leaves every other model and test untouched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 from typing import cast
-from unittest import mock
 
 import pytest
 import torch
@@ -19,13 +18,14 @@ from hypothesis import Phase, settings
 from torch import Tensor
 
 import reference
-import reference.attention as attention
 from reference.block import Block
 from reference.config import ModelConfig
 from reference.positions import apply_rotary, rotary_angles
+from reference.stages import REFERENCE, Stages
 from spec.catalog import CATALOG, load_all
 from spec.runner import Result, run_claim
 from spec.target import Target
+from spec.targets.mutants import MUTANTS, Mutant
 from spec.targets.reference_target import ReferenceTarget
 
 load_all()
@@ -54,15 +54,17 @@ def test_passes_on_reference(claim_id: str, preset: str, dtype: torch.dtype) -> 
 
 
 # -- mutants -------------------------------------------------------------------------------------------
-def _model(preset: str, **changes: object) -> reference.Transformer:
-    return reference.build(reference.preset(preset).with_(**changes))
+def _model(preset: str, stages: Stages = REFERENCE, **changes: object) -> reference.Transformer:
+    model = reference.build(reference.preset(preset).with_(**changes))
+    model.use_stages(stages)
+    return model
 
 
 class PositionsByDefault(ReferenceTarget):
     """Its builder adds sinusoidal positions even when the config asks for none."""
 
     def build(self, config: ModelConfig, seed: int = 0) -> ReferenceTarget:
-        cfg = config.with_(positions="sinusoidal") if config.positions == "none" else config
+        cfg = config.with_(positions="sinusoidal") if not config.scheme.sees_order else config
         return ReferenceTarget(reference.build(cfg, seed=seed, dtype=self.dtype), name="mutant[built]")
 
 
@@ -123,33 +125,16 @@ class PaddingVisible(ReferenceTarget):
         return super().attention_weights(ids, None)
 
 
-def _non_causal(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, bias: Tensor | None = None,
-                causal: bool = False) -> Tensor:
-    """The fused path with the causal flag dropped (k, v keep their n_kv_heads heads, as the module passes them)."""
-    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False, scale=scale,
-                                                            enable_gqa=k.shape[1] != q.shape[1])
+def _sees_every_key(key_mask: Tensor, q_len: int, past: int) -> Tensor:
+    """The visibility stage without its causal part: every query sees every real key, later ones too."""
+    return key_mask[:, None, None, :].expand(-1, 1, q_len, -1)
 
 
-class NoCausalMask(ReferenceTarget):
-    """Its forward pass lets every position see the whole sequence."""
-
-    @torch.no_grad()
-    def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        with mock.patch.object(attention, "fast_attention", _non_causal):
-            return super().logits(ids, attention_mask)
-
-
-def _wrong_axis(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, bias: Tensor | None = None,
-                causal: bool = False) -> Tensor:
-    """Causal attention whose softmax normalises over the queries (dim -2) instead of the keys."""
-    n_rep = q.shape[1] // k.shape[1]
-    k, v = attention.repeat_kv(k, n_rep), attention.repeat_kv(v, n_rep)
-    scores = (q @ k.transpose(-1, -2)) * scale + (0 if bias is None else bias)
-    t = scores.shape[-1]
-    hidden = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+def _weights_over_queries(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """The weights stage normalising over the queries (dim -2) instead of the keys."""
     if mask is not None:
-        hidden = hidden | ~mask
-    return torch.softmax(scores.masked_fill(hidden, float("-inf")), dim=-2) @ v
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-2)
 
 
 class WrongAxisStream(ReferenceTarget):
@@ -157,8 +142,11 @@ class WrongAxisStream(ReferenceTarget):
 
     @torch.no_grad()
     def residual_states(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
-        with mock.patch.object(attention, "fast_attention", _wrong_axis):
+        self.model.use_stages(replace(REFERENCE, weights=_weights_over_queries))  # this model only, this call only
+        try:
             return super().residual_states(ids, attention_mask)
+        finally:
+            self.model.use_stages(REFERENCE)
 
 
 def _builds(cls: type[ReferenceTarget]) -> type[ReferenceTarget]:
@@ -181,7 +169,7 @@ def _builds(cls: type[ReferenceTarget]) -> type[ReferenceTarget]:
     ("ATT-1", QueriesBeforeNorm(_model("llama-tiny"))),
     ("ATT-2", ReferenceTarget(_model("llama-tiny", attn_scale=1 / 8))),  # 1/d_head instead of 1/sqrt(d_head)
     ("ATT-3", PaddingVisible(_model("gpt2-tiny"))),
-    ("ATT-4", NoCausalMask(_model("llama-tiny"))),
+    ("ATT-4", ReferenceTarget(_model("llama-tiny", replace(REFERENCE, visibility=_sees_every_key)))),
     ("ATT-5", _builds(WrongAxisStream)(_model("llama-tiny"))),
 ], ids=["POS-1-positions-by-default", "POS-1-positions-dropped", "POS-2-forgotten", "POS-2-from-one",
         "POS-3-keys-not-rotated", "ATT-1-before-norm", "ATT-2-scale-1/d", "ATT-3-padding-visible",
@@ -192,32 +180,20 @@ def test_claims_fail_on_mutants(claim_id: str, target: ReferenceTarget) -> None:
     assert not r.detail.startswith(BROKEN_MUTANT), f"the mutant itself is broken: {r.detail}"
 
 
-def _tiled(x: Tensor, n_rep: int) -> Tensor:
-    """GQA with the key/value heads tiled (head h reads kv head h % kv_heads) instead of interleaved."""
-    return x if n_rep == 1 else x.repeat(1, n_rep, 1, 1)
-
-
-_FAST_ATTENTION = attention.fast_attention
-
-
-def _tiled_fast(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, bias: Tensor | None = None,
-                causal: bool = False) -> Tensor:
-    """The fused path with its key/value heads tiled (``_tiled``) instead of grouped."""
-    n_rep = q.shape[1] // k.shape[1]
-    return _FAST_ATTENTION(q, _tiled(k, n_rep), _tiled(v, n_rep), mask, scale, bias, causal)
-
-
 def _merged_transposed(x: Tensor) -> Tensor:
     """Heads concatenated feature-major ([T, d_head, heads]) where W_O expects head-major rows."""
     b, h, t, d = x.shape
     return x.permute(0, 2, 3, 1).reshape(b, t, h * d)
 
 
-# The fused path shares key/value heads inside SDPA (enable_gqa), so its tiled-heads bug lives in fast_attention.
-@pytest.mark.parametrize(("name", "bug"), [("fast_attention", _tiled_fast), ("merge_heads", _merged_transposed)],
+# K/V heads tiled where grouped (the zoo's gqa-tiled-heads stage), heads merged in the wrong order
+_TILED = cast(Mutant, MUTANTS["gqa-tiled-heads"]).stages.repeat_kv
+
+
+@pytest.mark.parametrize("stages", [replace(REFERENCE, repeat_kv=_TILED),
+                                    replace(REFERENCE, merge_heads=_merged_transposed)],
                          ids=["ATT-6-tiled-kv", "ATT-6-heads-transposed"])
-def test_att_6_fails_on_wrong_head_wiring(name: str, bug: Callable[..., Tensor]) -> None:
-    with mock.patch.object(attention, name, bug):
-        r = run("ATT-6", ReferenceTarget(_model("llama-tiny")), FAIL)
+def test_att_6_fails_on_wrong_head_wiring(stages: Stages) -> None:
+    r = run("ATT-6", ReferenceTarget(_model("llama-tiny", stages)), FAIL)
     assert r.status == "failed", (r.status, r.detail)
     assert not r.detail.startswith(BROKEN_MUTANT), f"the mutant itself is broken: {r.detail}"

@@ -3,6 +3,8 @@ delegated; the ``opaque:<target>`` kind. The zoo runs every mutant this way (tes
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import torch
 
@@ -74,8 +76,7 @@ def test_claims_measure_without_config_what_config_would_say() -> None:
     from hypothesis import settings
 
     import reference
-    from reference.embedding import Embedding
-    from spec.targets.mutants import Mutant, OffByOneEmbedding
+    from spec.targets.mutants import MUTANTS, Mutant
 
     load_all()
     quick = settings(settings.get_profile("ci"), max_examples=8)
@@ -83,7 +84,8 @@ def test_claims_measure_without_config_what_config_would_say() -> None:
         t = resolve(f"opaque:reference:{preset}")
         for c in ("EMB-1", "EMB-3", "ATT-2"):
             assert run_claim(CATALOG[c], t, profile=quick).status == "passed", (preset, c)
-    wrong_row = Mutant("off-by-one", "", "", "", "bloom-tiny", modules=((Embedding, OffByOneEmbedding),))
+    off_by_one = cast(Mutant, MUTANTS["embedding-off-by-one"]).stages  # the zoo's lookup of row id - 1
+    wrong_row = Mutant("off-by-one", "", "", "", "bloom-tiny", off_by_one)
     t = OpaqueTarget(MutantTarget(wrong_row, reference.build(reference.preset("bloom-tiny"))))
     for c in ("EMB-1", "EMB-3"):
         assert run_claim(CATALOG[c], t, profile=quick).status == "failed", c

@@ -136,7 +136,7 @@ def test_zoo_is_at_least_the_issues_24_bug_classes() -> None:
 # ------------------------------------------------------------------------------------------ machinery
 @pytest.mark.parametrize("preset", ["gpt2-tiny", "llama-tiny", "bloom-tiny", "gptj-tiny", "mqa-sinusoidal"])
 def test_reference_stages_compute_the_reference(preset: str) -> None:
-    """A ZooModel with the default Stages computes the reference: logits, decode, weights, generate, sampler."""
+    """A mutant with the reference's stages computes the reference: logits, decode, weights, generate, sampler."""
     ref = reference.build(reference.preset(preset), seed=3)
     ref.attention_impl = "explicit"
     want = ReferenceTarget(ref)

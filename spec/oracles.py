@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from scipy import stats
+from scipy import special, stats
 from torch import Tensor
 
 from spec.strategies import generator
@@ -467,3 +468,29 @@ IOI_PROMPTS = (
 )
 
 STORM_PROMPT = "The storm is"  # TR-7 and figure 7
+
+
+# -- EMB-8: the law of the cosine of random directions ---------------------------------------------------
+def mean_abs_cos(d: int) -> float:
+    """E|cos| for two independent uniform directions in R^d: Gamma(d/2) / (sqrt(pi) Gamma((d+1)/2))."""
+    return math.exp(special.gammaln(d / 2) - special.gammaln((d + 1) / 2)) / math.sqrt(math.pi)
+
+
+def check_cosine_law(cos: np.ndarray, d: int, alpha: float) -> None:
+    """Cosines of independent Gaussian pairs in R^d follow their exact law (claim EMB-8): a Kolmogorov-Smirnov test
+    against (cos + 1) / 2 ~ Beta((d-1)/2, (d-1)/2) and z-tests of mean |cos| and mean cos^2, at ``alpha`` in all."""
+    each = alpha / 3
+    half = (d - 1) / 2
+    ks = stats.kstest((cos + 1) / 2, stats.beta(half, half).cdf)
+    check(ks.pvalue > each, f"d={d}: KS test of cos against its exact law rejects (p={ks.pvalue:.3g} < {each:.2g})")
+    z_crit = float(stats.norm.isf(each / 2))
+    m_abs = mean_abs_cos(d)
+    sd_abs = math.sqrt(1 / d - m_abs**2)
+    z_abs = (abs(cos).mean() - m_abs) / (sd_abs / math.sqrt(len(cos)))
+    check(abs(z_abs) < z_crit, f"d={d}: mean |cos| {abs(cos).mean():.5f} vs exact {m_abs:.5f} (z={z_abs:.2f})")
+    sd_sq = math.sqrt(2 * (d - 1) / (d**2 * (d + 2)))  # variance of Beta(1/2, (d-1)/2)
+    z_sq = ((cos**2).mean() - 1 / d) / (sd_sq / math.sqrt(len(cos)))
+    check(abs(z_sq) < z_crit, f"d={d}: mean cos^2 {(cos**2).mean():.5f} vs 1/d = {1 / d:.5f} (z={z_sq:.2f})")
+    approx = math.sqrt(2 / (math.pi * d))
+    check(approx <= m_abs <= approx * (1 + 1 / (3 * d)),
+          f"d={d}: exact E|cos| {m_abs:.6f} is not sqrt(2/(pi d)) = {approx:.6f} up to 1/(3d)")

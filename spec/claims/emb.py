@@ -10,18 +10,16 @@ EMB-8 is about the geometry of random vectors and needs nothing from the target.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from hypothesis import assume
 from hypothesis import strategies as st
-from scipy import special, stats
 from torch import Tensor
 
 from reference.config import ModelConfig
 from spec.catalog import claim
 from spec.edits import live_model
+from spec.oracles import check_cosine_law
 from spec.strategies import built_configs, generator, seeds, target_ids, token_ids
 from spec.target import NotExposed, Target, skip_part
 from spec.tolerance import CLASSES, assert_close, assert_equal, check
@@ -339,11 +337,6 @@ def emb_7(target: Target, data: st.DataObject) -> None:
 _EMB8_PAIRS, _EMB8_ALPHA = 2000, 1e-4
 
 
-def _mean_abs_cos(d: int) -> float:
-    """E|cos| for two independent uniform directions in R^d: Gamma(d/2) / (sqrt(pi) Gamma((d+1)/2))."""
-    return math.exp(special.gammaln(d / 2) - special.gammaln((d + 1) / 2)) / math.sqrt(math.pi)
-
-
 @claim("EMB-8", "Random directions in high dimension are nearly orthogonal: |cos| of two independent random vectors "
                 "concentrates near 0 with spread about 1/sqrt(d).",
        source="the-embedding \"Why no duplicates?\"", needs=(), kind="statistical", max_examples=5,
@@ -366,19 +359,5 @@ def emb_8(target: Target, data: st.DataObject) -> None:
         v = torch.randn(250, d, generator=g, dtype=torch.float64)
         parts.append(F.cosine_similarity(u, v, dim=1))
     cos = torch.cat(parts).numpy()
-    each = _EMB8_ALPHA / 3
-    half = (d - 1) / 2
-    ks = stats.kstest((cos + 1) / 2, stats.beta(half, half).cdf)
-    check(ks.pvalue > each, f"d={d}: KS test of cos against its exact law rejects (p={ks.pvalue:.3g} < {each:.2g})")
-    z_crit = float(stats.norm.isf(each / 2))
-    m_abs = _mean_abs_cos(d)
-    sd_abs = math.sqrt(1 / d - m_abs**2)
-    z_abs = (abs(cos).mean() - m_abs) / (sd_abs / math.sqrt(len(cos)))
-    check(abs(z_abs) < z_crit, f"d={d}: mean |cos| {abs(cos).mean():.5f} vs exact {m_abs:.5f} (z={z_abs:.2f})")
-    sd_sq = math.sqrt(2 * (d - 1) / (d**2 * (d + 2)))  # variance of Beta(1/2, (d-1)/2)
-    z_sq = ((cos**2).mean() - 1 / d) / (sd_sq / math.sqrt(len(cos)))
-    check(abs(z_sq) < z_crit, f"d={d}: mean cos^2 {(cos**2).mean():.5f} vs 1/d = {1 / d:.5f} (z={z_sq:.2f})")
-    approx = math.sqrt(2 / (math.pi * d))
-    check(approx <= m_abs <= approx * (1 + 1 / (3 * d)),
-          f"d={d}: exact E|cos| {m_abs:.6f} is not sqrt(2/(pi d)) = {approx:.6f} up to 1/(3d)")
+    check_cosine_law(cos, d, _EMB8_ALPHA)
 

@@ -8,10 +8,10 @@ skip shrinking (only the verdict matters here).
 from __future__ import annotations
 
 import unicodedata
-from unittest import mock
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import Phase, settings
 from torch import Tensor
 
@@ -20,7 +20,7 @@ from reference.config import ModelConfig
 from reference.embedding import embed as row_lookup
 from reference.tokenizer import ByteBPETokenizer
 from spec.catalog import CATALOG, load_all
-from spec.claims import emb as emb_module
+from spec.oracles import check_cosine_law
 from spec.runner import Result, run_claim
 from spec.target import Target, Tokenizer
 from spec.targets.reference_target import ReferenceTarget
@@ -268,10 +268,18 @@ def test_model_claims_fail_on_mutants(claim_id: str, target: ReferenceTarget) ->
     assert not r.detail.startswith(BROKEN_MUTANT), f"the mutant itself is broken: {r.detail}"
 
 
-def test_emb_8_rejects_wrong_geometry() -> None:
-    """EMB-8 needs nothing from a target; its test has power: directions drawn from the positive orthant fail."""
-    with mock.patch.object(emb_module.torch, "randn", lambda *a, **k: torch.rand(*a, **k)):
-        assert run("EMB-8", _preset("gpt2-tiny"), FAIL).status == "failed"
+@pytest.mark.parametrize("d", [3, 32, 768])
+def test_emb_8_rejects_wrong_geometry(d: int) -> None:
+    """EMB-8 needs nothing from a target; its test has power: cosines of directions drawn from the positive orthant
+    (uniform entries) fail the law EMB-8 checks, while Gaussian directions from the same generator pass it."""
+    g = torch.Generator().manual_seed(0)
+    orthant = F.cosine_similarity(torch.rand(2000, d, generator=g, dtype=torch.float64),
+                                  torch.rand(2000, d, generator=g, dtype=torch.float64), dim=1).numpy()
+    with pytest.raises(AssertionError):
+        check_cosine_law(orthant, d, 1e-4)
+    gauss = F.cosine_similarity(torch.randn(2000, d, generator=g, dtype=torch.float64),
+                                torch.randn(2000, d, generator=g, dtype=torch.float64), dim=1).numpy()
+    check_cosine_law(gauss, d, 1e-4)
 
 
 def test_live_model_refuses_a_copy() -> None:

@@ -35,18 +35,6 @@ def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def weights_bytes(target: object) -> int:
-    """The bytes of the target's parameters, counted once per storage, where it shows them (else 0)."""
-    import torch
-
-    models = [m for m in vars(target).values() if isinstance(m, torch.nn.Module)]
-    seen: dict[int, int] = {}
-    for model in models:
-        for p in model.parameters():
-            seen[p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes()
-    return sum(seen.values())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("target", help="a target spec, e.g. smollm2 or bench.llama_1b:factory")
@@ -58,6 +46,7 @@ def main() -> None:
     from spec import profiles
     from spec.catalog import ordered
     from spec.check import Check
+    from spec.pool import weights_bytes
 
     started = time.perf_counter()
     load = os.getloadavg()

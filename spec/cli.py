@@ -106,7 +106,8 @@ def _main(argv: Sequence[str] | None) -> int:
                          help="print only the table, notes and failures (no line per claim, no progress)")
     p_check.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
                          help="run the claims in N worker processes, each loading the target once (default: the "
-                              "cores available; 1: in this process); the results are the same")
+                              "cores available, or 1 for a target with over 256 MiB of weights, which each worker "
+                              "would copy; 1: in this process); the results are the same")
 
     p_explain = sub.add_parser("explain", help="follow one prediction through the model, stage by stage")
     p_explain.add_argument("prompt")
@@ -241,7 +242,7 @@ def _check(args: argparse.Namespace) -> int:
     from spec.catalog import CATALOG, ordered
     from spec.check import Check
     from spec.expectations import BUILTIN
-    from spec.pool import available_cores, threads_per_worker
+    from spec.pool import default_jobs, threads_per_worker
     from spec.runner import FAILING
 
     claims = ordered()
@@ -258,7 +259,7 @@ def _check(args: argparse.Namespace) -> int:
     check = Check(args.target, device=args.device, dtype=args.dtype,
                   expectations=None if args.no_expectations else (args.expectations or BUILTIN), profile=profile,
                   seed=args.seed, shrink_seconds=args.shrink_seconds, timeout=args.timeout)
-    workers = min(args.jobs or available_cores(), len(claims))  # 1: in this process, as without -j
+    workers = min(args.jobs, len(claims)) if args.jobs else default_jobs(check.target, len(claims))  # 1: here
     threads = threads_per_worker(workers)
     stream = None if args.quiet else Stream(sys.stdout)
     if stream is not None:

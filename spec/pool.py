@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from spec.runner import Invocation, Progress, Result
     from spec.target import Target
 
+SHARED_WEIGHTS_LIMIT = 256 * 2**20  # bytes of weights above which check runs in one process unless told -j N
 MAX_JOBS = 256  # more worker processes than this is a typo (each loads the target), not a wish
 PROGRESS_EVERY = 0.2  # seconds between a worker's progress messages (the terminal indicator's own rate)
 # what every worker imports, preloaded once in the fork server; with the parent's own spec.* and reference.*
@@ -60,6 +61,27 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+def weights_bytes(target: object) -> int:
+    """The bytes of the parameters of the torch modules a target holds (its attributes), each storage counted once;
+    0 where it holds none (an adapter over another runtime)."""
+    import torch
+
+    storages: dict[int, int] = {}
+    for model in (m for m in vars(target).values() if isinstance(m, torch.nn.Module)):
+        for p in model.parameters():
+            storages[p.untyped_storage().data_ptr()] = p.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+def default_jobs(target: object, claims: int, cores: int | None = None) -> int:
+    """``check``'s worker count when -j is not given: one per core for a target whose weights are at most
+    :data:`SHARED_WEIGHTS_LIMIT`, else 1 (in this process). Each worker holds its own copy of the weights, so for a
+    big model workers multiply the memory a verdict needs (a 1B model's 4.9 GB, once per worker), while its time
+    goes to large matrix products that torch's threads already spread over every core."""
+    n = available_cores() if cores is None else cores
+    return max(1, min(n if weights_bytes(target) <= SHARED_WEIGHTS_LIMIT else 1, claims))
 
 
 def threads_per_worker(workers: int, cores: int | None = None) -> int:

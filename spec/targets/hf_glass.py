@@ -231,6 +231,37 @@ def _first(out: Any) -> Tensor:
     return out[0] if isinstance(out, tuple) else out  # type: ignore[no-any-return]
 
 
+@torch.no_grad()
+def inputs_of(modules: list[nn.Module], run: Callable[[], object]) -> list[Tensor] | None:
+    """The hidden states each of ``modules`` receives (its first positional argument, or ``hidden_states``) during
+    ``run()``, a forward pass that is stopped as the last of them is about to run: what follows it is not computed
+    (a 128k-token unembedding is a fifth of a 1B model's pass). None when the modules were not each called once,
+    in order (a layer run twice, or skipped, or one module listed twice: layers sharing weights): the caller then
+    takes the whole pass's outputs instead."""
+    if len({id(m) for m in modules}) != len(modules):
+        return None
+    seen: list[Tensor] = []
+
+    def grab(i: int) -> Callable[..., None]:
+        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if len(seen) != i:  # out of order, or called again
+                raise _Stop
+            seen.append(args[0] if args else kwargs["hidden_states"])
+            if i == len(modules) - 1:
+                raise _Stop
+        return hook
+
+    hooks = [m.register_forward_pre_hook(grab(i), with_kwargs=True) for i, m in enumerate(modules)]
+    try:
+        run()
+    except _Stop:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen if len(seen) == len(modules) else None
+
+
 def hf_forward(model: nn.Module) -> Callable[[Tensor], object]:
     """A HuggingFace model's forward pass for hidden states shaped like x [B, T, d]: ``inputs_embeds`` of zeros."""
     return lambda x: model(inputs_embeds=torch.zeros_like(x), use_cache=False)

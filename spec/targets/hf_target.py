@@ -28,6 +28,7 @@ from spec.targets.hf_glass import (
     attention_calls,
     attribute_path,
     decoder_layers,
+    inputs_of,
     interface_ok,
     layout,
 )
@@ -116,7 +117,13 @@ class HFTarget(Target):
 
     @torch.no_grad()
     def embed(self, ids: Tensor) -> Tensor:
-        """HF's hidden_states[0]: what enters the first block (after the family's scale, positions or norm)."""
+        """HF's hidden_states[0]: what enters the first block (after the family's scale, positions or norm), taken
+        as the first decoder layer's input, the pass stopped there (no block or unembedding runs for it)."""
+        layers = decoder_layers(self.model)
+        if layers is not None and len(layers) > 0:
+            got = inputs_of([layers[0]], lambda: self.model(input_ids=ids, use_cache=False))
+            if got is not None:
+                return got[0]
         return self.model(input_ids=ids, output_hidden_states=True).hidden_states[0]
 
     def unembedding(self) -> tuple[Tensor, Tensor | None]:
@@ -137,6 +144,12 @@ class HFTarget(Target):
         """HF's hidden_states, with the last one taken before the final norm (HF applies it there)."""
         if self._final_norm is None:
             raise NotExposed("residual_states", "final norm module not found")
+        layers = decoder_layers(self.model)
+        if layers is not None and len(layers) > 0:  # each layer's input and the final norm's; no unembedding
+            got = inputs_of([*layers, self._final_norm],
+                            lambda: self.model(**self._kwargs(ids, attention_mask), use_cache=False))
+            if got is not None:
+                return tuple(got)
         captured: list[Tensor] = []
         hook = self._final_norm.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
         try:

@@ -11,8 +11,8 @@ import torch
 
 from reference.convert import from_hf
 from spec.target import NotExposed
-from spec.targets.hf_glass import attention_calls, layout
-from spec.targets.hf_presets import build_hf
+from spec.targets.hf_glass import attention_calls, decoder_layers, inputs_of, layout
+from spec.targets.hf_presets import HF_PRESETS, build_hf
 from spec.targets.hf_target import HFTarget
 from spec.targets.reference_target import ReferenceTarget
 from spec.tolerance import CLASSES, assert_close
@@ -110,3 +110,49 @@ def test_a_scale_folded_into_the_queries_is_divided_out() -> None:
     ids = _ids()
     (q, _), (rq, _) = hf.queries_keys(0, ids), ref.queries_keys(0, ids)
     assert_close(q, rq, TOL, "opt: queries with the folded scale divided out")
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("family", sorted(HF_PRESETS))
+def test_stopped_passes_give_hfs_own_hidden_states(family: str, implementation: str) -> None:
+    """embed and residual_states stop the forward pass at the layer (or final norm) whose input they need; what
+    they return is bit for bit what HF's whole pass returns as hidden_states (the last one before the final norm,
+    taken by a hook on it), with and without left padding."""
+    model = build_hf(family)
+    if implementation == "sdpa":
+        model.set_attn_implementation("sdpa")
+    target = HFTarget(model, name=f"hf:{family}")
+    ids = _ids(1, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    with torch.no_grad():
+        full = model(input_ids=ids, output_hidden_states=True).hidden_states
+        assert torch.equal(target.embed(ids), full[0])
+        for attention_mask in (None, mask):
+            kw = target._kwargs(ids, attention_mask)
+            seen: list[torch.Tensor] = []
+            hook = target._final_norm.register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0]))
+            try:
+                whole = model(**kw, output_hidden_states=True).hidden_states
+            finally:
+                hook.remove()
+            got = target.residual_states(ids, attention_mask)
+            assert len(got) == len(whole)
+            for i, (a, b) in enumerate(zip(got, (*whole[:-1], seen[-1]), strict=True)):
+                assert torch.equal(a, b), f"{family}: state {i} differs"
+
+
+def test_a_pass_that_skips_a_hooked_layer_falls_back_to_the_whole_pass() -> None:
+    """inputs_of gives None (never a short or shuffled list) when a module is not called once, in order."""
+    model = build_hf("llama")
+    layers = decoder_layers(model)
+    assert layers is not None
+    ids = _ids()
+    run = lambda: model(input_ids=ids, use_cache=False)  # noqa: E731
+    assert inputs_of([layers[1], layers[0]], run) is None
+    got = inputs_of([layers[0], layers[1]], run)
+    assert got is not None and len(got) == 2
+    layers[1] = layers[0]  # one layer run twice (shared weights): its second input is not the first's
+    assert inputs_of([layers[0], layers[1]], run) is None
+    first = inputs_of([layers[0]], run)  # stopped at its first call: the embedding, as before
+    assert first is not None and torch.equal(first[0], got[0])

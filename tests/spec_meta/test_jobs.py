@@ -18,9 +18,11 @@ import multiprocessing
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import torch
 
 from spec import pool
 from spec.catalog import CATALOG, ordered
@@ -176,3 +178,19 @@ def test_ctrl_c_ends_the_workers_and_keeps_what_finished(two_cores: None, monkey
     assert not multiprocessing.active_children()
     assert sorted(r["claim"] for r in _report(out)) == sorted(seen)
     assert "2 passed" in stdout and "interrupted: 2 of 5 claims finished" in stderr
+
+
+def test_the_default_runs_a_big_model_in_one_process() -> None:
+    """Without -j, a target whose weights pass the limit runs in one process (each worker would copy them); a small
+    one gets a worker per core, never more than there are claims. The weights are counted once per storage (a tied
+    head is not counted twice)."""
+    small = SimpleNamespace(model=torch.nn.Linear(4, 4))
+    big = SimpleNamespace(model=torch.nn.Embedding(pool.SHARED_WEIGHTS_LIMIT // 4 // 64 + 1, 64))
+    assert pool.weights_bytes(small) == (16 + 4) * 4
+    assert pool.weights_bytes(big) > pool.SHARED_WEIGHTS_LIMIT
+    tied = torch.nn.Linear(8, 8, bias=False)
+    both = SimpleNamespace(a=tied, b=torch.nn.Sequential(tied))
+    assert pool.weights_bytes(both) == 8 * 8 * 4
+    assert pool.weights_bytes(SimpleNamespace(runtime="not a module")) == 0
+    assert [pool.default_jobs(small, n, cores=4) for n in (1, 3, 58)] == [1, 3, 4]
+    assert pool.default_jobs(big, 58, cores=4) == 1

@@ -104,12 +104,22 @@ def stop_recording(token: contextvars.Token[Recorder | None]) -> None:
     _RECORDER.reset(token)
 
 
-def error_ratio(actual: Tensor, expected: Tensor, atol: float, rtol: float) -> float:
-    """max |a - e| / (atol + rtol |e|) over finite entries: <= 1 means within tolerance."""
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+_BLOCK = 1 << 20  # about this many entries compared at a time: a 128k x 2048 table costs MBs, not GBs of copies
+
+
+def _blocks(t: Tensor) -> list[Tensor]:
+    """t as views of about _BLOCK entries each, split along its first dimension (t itself when small)."""
+    if t.dim() == 0 or t.numel() <= _BLOCK:
+        return [t]
+    return list(t.split(max(1, _BLOCK // max(1, t[0].numel()))))
+
+
+def _block_ratio(a: Tensor, e: Tensor, atol: float, rtol: float) -> float | None:
+    """max |a - e| / (atol + rtol |e|) over the finite entries of one block (float64), None when it has none."""
+    a, e = a.detach().double().cpu(), e.detach().double().cpu()
     both = torch.isfinite(a) & torch.isfinite(e)
     if not bool(both.any()):
-        return 0.0
+        return None
     err = (a - e).abs()[both]
     allowed = atol + rtol * e.abs()[both]
     if bool((allowed == 0).any()):
@@ -117,16 +127,40 @@ def error_ratio(actual: Tensor, expected: Tensor, atol: float, rtol: float) -> f
     return float((err / allowed).max())
 
 
+def error_ratio(actual: Tensor, expected: Tensor, atol: float, rtol: float) -> float:
+    """max |a - e| / (atol + rtol |e|) over finite entries: <= 1 means within tolerance. Computed in float64
+    block by block (the maximum of the blocks' maxima), so a big table costs no float64 copy of itself."""
+    ratios = [r for a, e in zip(_blocks(actual), _blocks(expected), strict=True)
+              if (r := _block_ratio(a, e, atol, rtol)) is not None]
+    return max(ratios, default=0.0)
+
+
 def assert_close(actual: Tensor, expected: Tensor, tol: ToleranceClass, what: str) -> None:
-    """torch.testing.assert_close under ``tol``, recording the worst ratio; ``what`` names the quantity."""
+    """torch.testing.assert_close under ``tol``, recording the worst ratio; ``what`` names the quantity.
+
+    The comparison is elementwise, so it runs block by block (at most ~1M entries copied at a time); only when a
+    block fails are the whole tensors compared again, for torch's message about all of them."""
     if actual.shape != expected.shape:
         raise AssertionError(f"{what}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
     rec = _RECORDER.get()
     if rec is not None:
         rec.record(error_ratio(actual, expected, tol.atol, tol.rtol))
-    torch.testing.assert_close(actual.detach().cpu(), expected.detach().cpu().to(actual.dtype),
-                               atol=tol.atol, rtol=tol.rtol, equal_nan=False,
-                               msg=lambda m: f"{what} [{tol.name}: atol={tol.atol}, rtol={tol.rtol}]\n{m}")
+
+    def compare(a: Tensor, e: Tensor) -> None:
+        torch.testing.assert_close(a.detach().cpu(), e.detach().cpu().to(a.dtype), atol=tol.atol, rtol=tol.rtol,
+                                   equal_nan=False,
+                                   msg=lambda m: f"{what} [{tol.name}: atol={tol.atol}, rtol={tol.rtol}]\n{m}")
+
+    pairs = list(zip(_blocks(actual), _blocks(expected), strict=True))
+    if len(pairs) == 1:
+        compare(actual, expected)
+        return
+    for a, e in pairs:
+        try:
+            compare(a, e)
+        except AssertionError:
+            compare(actual, expected)  # the whole comparison fails too, with the message about every entry
+            raise
 
 
 def kl_and_top1_gap(actual: Tensor, expected: Tensor) -> tuple[Tensor, Tensor]:

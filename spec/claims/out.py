@@ -39,17 +39,54 @@ def _scores(vectors: Tensor, table: Tensor) -> Tensor:
     return torch.cat([vectors @ chunk.detach().double().cpu().T for chunk in table.split(_CHUNK)], dim=1)
 
 
+def _bits(rows: Tensor) -> Tensor:
+    """rows [n, d] as integers of the same width, bit for bit (on the CPU)."""
+    t = rows.detach().cpu().contiguous()
+    return t.view({8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[t.element_size()])
+
+
 def repeated_rows(table: Tensor) -> list[list[int]]:
-    """Groups of row indices whose rows are bit-identical (each group sorted, groups by first index)."""
-    t = table.detach().cpu().contiguous()
-    bits = t.view({8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}[t.element_size()])  # bit for bit
-    _, inverse, counts = torch.unique(bits, dim=0, return_inverse=True, return_counts=True)
-    rows = (counts[inverse] > 1).nonzero().flatten()  # ascending
-    keys = inverse[rows]
+    """Groups of row indices whose rows are bit-identical (each group sorted, groups by first index).
+
+    Every row is first keyed by a hash of its bits, block by block (a fixed random odd multiplier per column, the
+    products summed modulo 2^64); only rows that share a key are then compared bit for bit. So the whole table is
+    never copied or sorted at once (a 128k x 2048 table is 1 GB), and the groups are exact."""
+    if table.shape[0] < 2:
+        return []
+    mult = torch.randint(-2**61, 2**61, (table.shape[1],), generator=torch.Generator().manual_seed(0),
+                         dtype=torch.int64) * 2 + 1
+    rows_per = max(1, (1 << 20) // max(1, table.shape[1]))
+    keys = torch.cat([(_bits(chunk).to(torch.int64) * mult).sum(dim=1) for chunk in table.split(rows_per)])
+    _, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    candidates = (counts[inverse] > 1).nonzero().flatten()  # ascending
+    if candidates.numel() == 0:
+        return []
+    _, inverse, counts = torch.unique(_bits(table[candidates.to(table.device)]), dim=0, return_inverse=True,
+                                      return_counts=True)
+    repeated = (counts[inverse] > 1).nonzero().flatten()
+    rows, keys = candidates[repeated], inverse[repeated]
     order = torch.sort(keys, stable=True).indices  # rows of one group together, still ascending within it
     rows, keys = rows[order], keys[order]
     sizes = torch.unique_consecutive(keys, return_counts=True)[1]
     return sorted(group.tolist() for group in rows.split(sizes.tolist()))
+
+
+_SEEN: list[tuple[Tensor, tuple[object, ...], Tensor, list[list[int]]]] = []  # the last table scanned
+
+
+def _special_rows(table: Tensor) -> tuple[Tensor, list[list[int]]]:
+    """The zero rows (a mask [V]) and the groups of repeated rows of ``table``, scanned once per table: every
+    example of a claim asks about the same E or U, so the scan of the last table is kept, with a reference to it
+    (its memory cannot be reused by another table while the key stands) and its version counter (an in-place edit
+    of the weights makes a new key)."""
+    key = (table.untyped_storage().data_ptr(), table.storage_offset(), tuple(table.shape), table.stride(),
+           table.dtype, table.device, table._version)
+    if _SEEN and _SEEN[0][1] == key:
+        return _SEEN[0][2], _SEEN[0][3]
+    zero = torch.cat([(chunk == 0).all(dim=1).cpu() for chunk in table.detach().split(_CHUNK)])
+    groups = [g for g in repeated_rows(table) if not bool(zero[g[0]])]  # several zero rows are reported as zero
+    _SEEN[:] = [(table, key, zero, groups)]
+    return zero, groups
 
 
 def _id_list(ids: list[int], limit: int = 8) -> str:
@@ -76,9 +113,7 @@ def checkable_rows(table: Tensor, what: str, rows: str = "rows") -> Tensor:
     the table at once (never depending on which rows an example draws), and name them with spec.target.note.
     Fewer than two rows left is a failure: the claim would pass on nothing.
     """
-    t = table.detach().cpu()
-    zero = torch.cat([(chunk == 0).all(dim=1) for chunk in t.split(_CHUNK)])
-    groups = [g for g in repeated_rows(t) if not bool(zero[g[0]])]  # several zero rows are reported as zero
+    zero, groups = _special_rows(table)
     keep = ~zero
     for g in groups:
         keep[g] = False
@@ -87,7 +122,7 @@ def checkable_rows(table: Tensor, what: str, rows: str = "rows") -> Tensor:
     if groups:
         note(f"repeated {rows} of {what} (excluded)", _group_list(groups, rows))
     left = int(keep.sum())
-    check(left >= 2, f"only {left} of the {len(t)} {rows} of {what} are neither exactly zero nor repeated: "
+    check(left >= 2, f"only {left} of the {len(table)} {rows} of {what} are neither exactly zero nor repeated: "
                      f"nothing left for the claim to check")
     return keep
 
@@ -385,15 +420,18 @@ def out_6(target: Target, data: st.DataObject) -> None:
     d_model = _width_of(target)
     check(d_model is None or U.shape[0] == d_model, f"U has {U.shape[0]} rows, d_model is {d_model}")
     d = int(U.shape[0])
-    cols = U.detach().double().cpu().T  # [V, d]
     keep = checkable_rows(U.T, "U", "columns")
-    norms = cols.norm(dim=1)
     c = data.draw(st.floats(0.1, 10.0), label="common_norm")
-    unit = cols / norms[:, None] * c
     g = torch.Generator().manual_seed(data.draw(seeds, label="h_seed"))
     h = torch.randn(d, generator=g, dtype=torch.float64) * data.draw(st.floats(0.01, 10.0), label="h_scale")
-    dots = torch.where(keep, unit @ h, -math.inf)  # columns set aside take no part (a zero column is 0 / 0 here)
-    dist2 = torch.where(keep, torch.cat([((chunk - h) ** 2).sum(dim=1) for chunk in unit.split(_CHUNK)]), math.inf)
+    dots_, dist2_ = [], []
+    for chunk in U.T.split(_CHUNK):  # columns [n, d], in float64 a block at a time (never the whole U)
+        cols = chunk.detach().double().cpu()
+        unit = cols / cols.norm(dim=1, keepdim=True) * c
+        dots_.append(unit @ h)
+        dist2_.append(((unit - h) ** 2).sum(dim=1))
+    dots = torch.where(keep, torch.cat(dots_), -math.inf)  # columns set aside take no part (a zero one is 0 / 0)
+    dist2 = torch.where(keep, torch.cat(dist2_), math.inf)
     i_dot, i_near = int(dots.argmax()), int(dist2.argmin())
     slack = _dot_bound(d) * (float(h.norm()) + c + 1) ** 2
     check(float(dots[i_near]) >= float(dots[i_dot]) - slack,
@@ -407,10 +445,15 @@ def out_6(target: Target, data: st.DataObject) -> None:
     check(int((cols2 @ h2).argmax()) == 1 and int(((cols2 - h2) ** 2).sum(dim=1).argmin()) == 0,
           "2-D example: the top dot product (column 1) and the nearest column (0) should differ")
     t = data.draw(_drawn_row(keep), label="column")
-    extra = torch.cat([cols, 2 * cols[t][None]])
-    h3 = cols[t]
-    near = ((extra - h3) ** 2).sum(dim=1)
-    top = int(torch.where(torch.cat([keep, torch.ones(1, dtype=torch.bool)]), extra @ h3, -math.inf).argmax())
+    h3 = U.T[t].detach().double().cpu()
+    twice = 2 * h3  # the extra column 2 U_t, appended after the V columns of U
+    near_, dots3_ = [((twice - h3) ** 2).sum()[None]], [(twice @ h3)[None]]
+    for chunk in U.T.split(_CHUNK):  # one float64 block of columns at a time
+        b = chunk.detach().double().cpu()
+        near_.insert(-1, ((b - h3) ** 2).sum(dim=1))
+        dots3_.insert(-1, b @ h3)
+    near, dots3 = torch.cat(near_), torch.cat(dots3_)
+    top = int(torch.where(torch.cat([keep, torch.ones(1, dtype=torch.bool)]), dots3, -math.inf).argmax())
     check(top != t, f"with an extra column 2 U_{t}, h = U_{t} should have a larger dot product elsewhere")
     check(float(near[t]) == 0.0, f"h = U_{t} is at distance {float(near[t])} from U_{t}")
     check(float(near[top]) > 0.0, f"the top-dot column {top} should not be where h is")

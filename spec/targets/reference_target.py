@@ -113,15 +113,11 @@ class ReferenceTarget(Target):
 
     @torch.no_grad()
     def residual_states(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
-        states = self.model(ids, attention_mask, return_states=True).states
-        assert states is not None
-        return states
+        return self.model.residual_stream(ids, attention_mask)[0]  # the blocks alone: no logits computed
 
     @torch.no_grad()
     def attention_weights(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
-        att = self.model(ids, attention_mask, return_attentions=True).attentions
-        assert att is not None
-        return att
+        return self.model.residual_stream(ids, attention_mask, return_attentions=True)[1]
 
     @torch.no_grad()
     def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -78,6 +78,30 @@ def test_forward_outputs_fit_together(name: str, dtype: torch.dtype, model_for: 
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_residual_stream_is_the_forward_pass_without_its_unembedding(name: str) -> None:
+    """residual_stream gives forward's states and attention weights bit for bit, with and without padding, and
+    never reaches the final norm or the unembedding (here replaced by stages that raise)."""
+    model = build(PRESETS[name])  # its own: its stages are replaced below
+    ids, mask = rand_ids(model.cfg, 2, 6, seed=2), torch.ones(2, 6, dtype=torch.long)
+    mask[1, :2] = 0
+    for attention_mask in (None, mask):
+        with torch.no_grad():
+            out = model(ids, attention_mask, return_states=True, return_attentions=True)
+        states, attentions = model.residual_stream(ids, attention_mask, return_attentions=True)
+        assert out.states is not None and out.attentions is not None
+        assert len(states) == len(out.states) and len(attentions) == len(out.attentions) == model.cfg.n_layers
+        assert all(torch.equal(a, b) for a, b in zip(states, out.states, strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(attentions, out.attentions, strict=True))
+
+    def unreachable(*args: object) -> torch.Tensor:
+        raise AssertionError("residual_stream unembedded")
+
+    model.use_stages(dataclasses.replace(model.stages, unembed=unreachable, final_norm=unreachable))
+    assert len(model.residual_stream(ids)[0]) == model.cfg.n_layers + 1
+    assert model.residual_stream(ids)[1] == ()
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_first_state_is_the_embedding(name: str, model_for: ModelFor) -> None:
     model = model_for(name, torch.float64)
     cfg = model.cfg

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import Phase, settings
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 from torch import Tensor
 
 import reference
@@ -355,3 +356,22 @@ def test_toy_example_numbers() -> None:
     z = torch.tensor([5.0, 6.0, 4.0, 2.0, 7.0, 4.0], dtype=torch.float64)
     p = torch.exp(z) / torch.exp(z).sum()
     assert [round(float(x), 4) for x in p] == [0.0841, 0.2286, 0.0309, 0.0042, 0.6213, 0.0309]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.data())
+def test_repeated_rows_are_exact_groups_found_without_sorting_the_table(data: st.DataObject) -> None:
+    """repeated_rows keys rows by a hash and compares only rows sharing a key; its groups equal a brute-force
+    bit-for-bit grouping (0.0 and -0.0 differ; a NaN row repeats itself bit for bit), in every width of float."""
+    from spec.claims.out import repeated_rows
+
+    dtype = data.draw(st.sampled_from([torch.float64, torch.float32, torch.float16, torch.bfloat16]), label="dtype")
+    v, d = data.draw(st.integers(1, 40), label="v"), data.draw(st.integers(1, 6), label="d")
+    pool = data.draw(st.lists(st.sampled_from([0.0, -0.0, 1.0, -1.5, 2.0 ** -20, float("nan"), float("inf")]),
+                              min_size=v * d, max_size=v * d), label="entries")
+    table = torch.tensor(pool, dtype=torch.float64).reshape(v, d).to(dtype)
+    bits = [table[i].view(torch.uint8).tolist() for i in range(v)]
+    brute: dict[tuple[int, ...], list[int]] = {}
+    for i, b in enumerate(bits):
+        brute.setdefault(tuple(b), []).append(i)
+    assert repeated_rows(table) == sorted(g for g in brute.values() if len(g) > 1)

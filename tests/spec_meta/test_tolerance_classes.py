@@ -131,3 +131,33 @@ def test_near_tie_is_not_a_top1_failure() -> None:
     flipped = z.clone()
     flipped[0, 0, 0], flipped[0, 0, 1] = 4.9, 5.0
     assert_logits_close(flipped, z, QUANT, "near tie")
+
+
+def test_big_tensors_are_compared_block_by_block_with_the_whole_verdict() -> None:
+    """assert_close and error_ratio work on blocks of ~1M entries (a 128k x 2048 table would otherwise be copied
+    to float64 several times over); the verdict, the recorded worst ratio and the failure message are those of the
+    whole comparison, computed independently here in float64 on the whole tensors."""
+    from spec.tolerance import _BLOCK, assert_close, error_ratio
+
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(3 * _BLOCK // 512 + 7, 512, generator=g)  # [V, d]: several blocks and a ragged last one
+    tol = CLASSES["float32"]
+    a = e * (1 + 0.5 * tol.rtol * torch.rand(e.shape, generator=g))  # within tolerance everywhere
+    whole = float(((a.double() - e.double()).abs() / (tol.atol + tol.rtol * e.double().abs())).max())
+    assert error_ratio(a, e, tol.atol, tol.rtol) == pytest.approx(whole, rel=1e-12)
+    rec = Recorder()
+    token = recording(rec)
+    try:
+        assert_close(a, e.T.T, tol, "table")  # a view, as E^T of a tied table is
+    finally:
+        stop_recording(token)
+    assert rec.worst == pytest.approx(whole, rel=1e-12)
+    bad = a.clone()
+    bad[-1, -1] += 1.0  # one entry, in the last block
+    bad[2, 3] = float("nan")  # one NaN, in the first
+    with pytest.raises(AssertionError) as blocked:
+        assert_close(bad, e, tol, "table")
+    with pytest.raises(AssertionError) as direct:
+        torch.testing.assert_close(bad, e, atol=tol.atol, rtol=tol.rtol, equal_nan=False)
+    assert str(direct.value) in str(blocked.value)  # torch's message about the whole table, both entries counted
+    assert "Mismatched elements: 2 / " in str(blocked.value)

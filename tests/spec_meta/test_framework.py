@@ -66,6 +66,25 @@ def test_docs_claims_md_is_current() -> None:
         "docs/claims.md is stale: run `next-token-spec list --markdown > docs/claims.md` (or `nox -s docs`)")
 
 
+def test_a_batch_too_big_to_draw_id_by_id_comes_from_a_seed() -> None:
+    """ATT-1 on a d_model = 2048 model needs 2,121 rows of up to 4 IDs: more choices than Hypothesis holds for one
+    example (it failed with large_base_example). Above MAX_DRAWN_IDS the IDs come from a drawn seed, uniform over
+    the vocabulary and within the context; at or below it the draws are token_ids' own, ID by ID."""
+    big = type("T", (), {"vocab_size": 128256, "max_positions": 3, "device": torch.device("cpu")})()
+    seen: list[torch.Tensor] = []
+
+    @settings(max_examples=5, derandomize=True, database=None, deadline=None)
+    @given(strategies.target_ids(big, min_len=2, max_len=4, batch=2121, realistic=False))
+    def draw(ids: torch.Tensor) -> None:
+        seen.append(ids)
+
+    draw()
+    assert seen and all(ids.shape[0] == 2121 and 2 <= ids.shape[1] <= 3 for ids in seen)
+    assert all(int(ids.min()) >= 0 and int(ids.max()) < 128256 for ids in seen)
+    assert all(ids.unique().numel() > 2000 for ids in seen)  # thousands of distinct IDs, not one repeated
+    assert 2121 * 4 > strategies.MAX_DRAWN_IDS >= 641 * 4  # SmolLM2's ATT-1 (d 576) still draws ID by ID
+
+
 def test_claim_registration_rejects_bad_ids_and_capabilities() -> None:
     with pytest.raises(ValueError, match="must look like"):
         claim("bad id", "x", source="s", tolerance="t")

@@ -100,7 +100,10 @@ class GGUFFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        if not self.path.is_file():  # a FIFO or a device would block or never end; a folder has no header
+            if self.path.exists():
+                raise ValueError(f"GGUF file {str(self.path)!r} is not a regular file (a folder, FIFO or device); "
+                                 "give the path of a .gguf file")
             raise FileNotFoundError(f"GGUF file {str(self.path)!r} does not exist")
         try:
             self.reader = _open_reader(str(self.path))

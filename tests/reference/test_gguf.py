@@ -30,6 +30,7 @@ Tolerances, measured on this machine (float32, CPU):
 
 from __future__ import annotations
 
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -225,6 +226,18 @@ def test_not_a_gguf_file(tmp_path: Path) -> None:
     path.write_bytes(b"not a gguf file at all" * 10)
     with pytest.raises(ValueError, match="not a readable GGUF"):
         G.read(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="POSIX only")
+def test_a_fifo_a_device_or_a_folder_is_refused_without_reading(tmp_path: Path) -> None:
+    """Issue #14: these were 'does not exist' (a FIFO would block a reader, /dev/zero never ends)."""
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        with pytest.raises(ValueError, match=rf"GGUF file '{path}' is not a regular file"):
+            G.read(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        G.read(tmp_path / "gone.gguf")
 
 
 # ------------------------------------------------------------------------------ locating the file

@@ -643,6 +643,20 @@ def test_long_words_encode_in_near_linear_time() -> None:
     assert tok.encode("b" + "ab" * 50_000) == [ord("b")] + [257] * 25_000
 
 
+def test_a_100_kb_word_encodes_within_a_deadline(tok: ByteBPETokenizer) -> None:
+    """Issue #14: the merge loop was quadratic in a word's length (32 KB took 98 s, so 100 KB ~15 min); now ~0.5 s.
+    Run in a thread so that a regression fails here after DEADLINE seconds instead of holding up CI for minutes."""
+    import threading
+
+    deadline = 60.0  # ~100x the measured time, for a loaded CI machine
+    word, done = "the" * 33_334, []
+    worker = threading.Thread(target=lambda: done.append(tok.encode(word)), daemon=True)
+    worker.start()
+    worker.join(deadline)
+    assert done, f"encoding one 100 KB word took more than {deadline:.0f} s: the merges are no longer O(n log n)"
+    assert tok.decode(done[0]) == word
+
+
 def test_long_words_on_a_trained_vocabulary(tok: ByteBPETokenizer) -> None:
     word = "the" * 33_334  # 100 KB, one pre-token piece
     ids = tok.encode(word)

@@ -47,22 +47,29 @@ def explain(prompt: str, *, target: str | Target = DEFAULT_TARGET, device: str =
     GGUF file cannot be located or fetched, spec.targets.smollm2.ModelUnavailable says how to
     provide it (or to pass target="builtin", a random-weight model that needs nothing).
     """
-    from spec.targets.registry import check_device, resolve
+    from spec.targets.registry import check_device, check_dtype, resolve
 
-    if not prompt:  # refused before a model is loaded
-        raise InputError("prompt: empty; give at least one character")
-    if steps < 1 or not temperature >= 0 or math.isinf(temperature) or top < 1:
-        raise InputError(f"explain: steps and top must be >= 1 and temperature finite and >= 0, got steps {steps}, "
-                         f"temperature {temperature}, top {top}")
+    check_prompt(prompt)  # refused before a model is loaded
+    if not _whole(steps) or not _whole(top) or not _real_at_least_0(temperature):
+        raise InputError(f"explain: steps and top must be whole numbers >= 1 and temperature a finite number >= 0, "
+                         f"got steps {steps!r}, temperature {temperature!r}, top {top!r}")
     if isinstance(target, Target):
         t = target
     elif target == "builtin":
         check_device(device)
+        check_dtype(dtype)
         t = builtin_target(device, dtype)
     else:
         t = resolve(target, device=device, dtype=dtype)
+    if "tokenizer" not in t.capabilities:
+        named = target if isinstance(target, str) else t.name
+        raise InputError(f"target {named}: exposes no tokenizer, and explain starts from text; use a target with "
+                         "one (smollm2, smollm2:hf, builtin, or an adapter whose tokenizer() is implemented)")
     tok = t.tokenizer()
-    ids = tok.encode(prompt)
+    try:
+        ids = tok.encode(prompt)
+    except ValueError as err:  # text the tokenizer cannot encode (e.g. a byte SmolLM2's vocabulary lacks)
+        raise InputError(f"prompt: target {t.name}'s tokenizer cannot encode it: {err}") from None
     if not ids:
         raise InputError("prompt: the text encodes to no tokens; give at least one character")
     check_vocabulary(t, ids)
@@ -73,6 +80,36 @@ def explain(prompt: str, *, target: str | Target = DEFAULT_TARGET, device: str =
     for step in range(steps):
         yield from _one_step(t, ids, temperature, top, step)
         ids = [*ids, _choose(t, ids)]
+
+
+def check_prompt(prompt: object) -> None:
+    """A prompt is a non-empty str with a UTF-8 encoding; InputError otherwise (before any model is loaded).
+
+    A byte that is not UTF-8 on the command line reaches Python as a lone surrogate (os.fsdecode's
+    surrogateescape), which no tokenizer can encode: named here with its position, not as a traceback later.
+    """
+    if not isinstance(prompt, str):
+        raise InputError(f"prompt: expected a str, got {type(prompt).__name__}")
+    if not prompt:
+        raise InputError("prompt: empty; give at least one character")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = prompt[err.start]
+        raw = f"the byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else repr(bad)
+        raise InputError(f"prompt: character {err.start} is {raw}, which is not UTF-8 text (a lone surrogate); "
+                         "give the prompt as UTF-8") from None
+
+
+def _whole(value: object) -> bool:
+    """A whole number >= 1 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _real_at_least_0(value: object) -> bool:
+    """A finite real number >= 0 (not a bool, not a string)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= 0)
 
 
 def _choose(t: Target, ids: list[int]) -> int:

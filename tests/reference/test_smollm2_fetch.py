@@ -180,3 +180,25 @@ def test_a_planted_tokenizer_json_is_ignored(tmp_path: Path) -> None:
     tok = smollm2.hf_tokenizer(_planted(tmp_path, gguf))
     assert len(tok) == 49152  # the GGUF's vocabulary, not the planted one's 3 entries
     assert tok.encode("The storm", add_special_tokens=False) == [504, 5670]  # the README's IDs, not [1, 2]
+
+
+@pytest.mark.parametrize("argv", [["check", "smollm2", "--claim", "EMB-2", "--quiet"],
+                                  ["explain", "hi", "--target", "smollm2"],
+                                  ["figures", "OUT", "--only", "3-length"]])
+def test_the_command_line_names_an_unusable_cache_in_one_line(empty_cache: Path, tmp_path: Path, argv: list[str],
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #14: a cache path that is a file was a raw OSError traceback; now exit 2 and one line naming it."""
+    from spec.cli import main
+
+    if "figures" in argv:
+        pytest.importorskip("matplotlib")
+    empty_cache.parent.mkdir(parents=True)
+    empty_cache.write_text("a file, not a folder")
+    monkeypatch.setattr(smollm2, "_LOADED", {})  # a model this process loaded already is not the point here
+    monkeypatch.setattr(smollm2.subprocess, "run", lambda *a, **k: pytest.fail("downloaded into an unusable cache"))
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("next-token-spec: error: "), err
+    assert f"cache folder {empty_cache} cannot be used" in err and "Traceback" not in err

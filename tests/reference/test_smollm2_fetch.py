@@ -136,6 +136,20 @@ def test_a_read_only_cache_folder_is_named(empty_cache: Path) -> None:
         empty_cache.chmod(0o700)
 
 
+def test_a_cache_folder_the_system_refuses_to_write_is_named(empty_cache: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read-only case above for any user, root included (root writes through permissions): the system's refusal
+    to create a file in the folder (EACCES, EROFS) is ModelUnavailable naming the folder, before any download."""
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(smollm2.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(smollm2.subprocess, "run", lambda *a, **k: pytest.fail("downloaded into an unusable cache"))
+    with pytest.raises(smollm2.ModelUnavailable, match=rf"cache folder {empty_cache} cannot be used \(Permission "
+                                                       r"denied\): it must be a directory this user can write"):
+        smollm2.locate_gguf()
+
+
 def _planted(tmp_path: Path, gguf: Path) -> Path:
     """``gguf`` linked into a folder that also holds a planted tokenizer.json and config.json."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -555,6 +555,27 @@ UNREPRODUCIBLE = [
 ]
 
 
+def test_a_tokenizer_json_that_is_not_one_is_named_without_hanging(tmp_path: Path) -> None:
+    """Issue #14 audit: a FIFO blocked the reader for ever; bad JSON was a bare JSONDecodeError, a JSON list an
+    AttributeError. Each is now a ValueError naming the file (a missing one stays FileNotFoundError)."""
+    import os
+
+    cases: list[tuple[Path, str]] = [(tmp_path, "not a regular file")]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo.json")
+        cases.append((tmp_path / "fifo.json", "not a regular file"))
+    for name, data, words in (("cut.json", b'{"model": ', "not a UTF-8 JSON tokenizer file"),
+                              ("latin1.json", b'{"a": "\xff"}', "not a UTF-8 JSON tokenizer file"),
+                              ("list.json", b"[1, 2]", "a JSON list")):
+        (tmp_path / name).write_bytes(data)
+        cases.append((tmp_path / name, words))
+    for path, words in cases:
+        with pytest.raises(ValueError, match=rf"^path: '{regex.escape(str(path))}' (is |holds )?{words}"):
+            ByteBPETokenizer.from_hf_tokenizer_json(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ByteBPETokenizer.from_hf_tokenizer_json(tmp_path / "gone.json")
+
+
 @pytest.mark.hf
 @pytest.mark.parametrize(("key", "value", "message"), UNREPRODUCIBLE, ids=[k for k, _, _ in UNREPRODUCIBLE])
 def test_hf_files_that_cannot_be_reproduced_are_rejected(

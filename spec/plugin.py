@@ -87,7 +87,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # ClaimItem marks the claims it runs on the GPU; registered here so --strict-markers accepts it in any project
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped with a reason where none is present)")
     if not config.getoption("hypothesis_profile", None):
-        profiles.load()
+        try:
+            profiles.load()
+        except InputError as err:
+            raise pytest.UsageError(str(err)) from None
     _refuse_absent_cuda(config)
     _refuse_bad_targets(config)
 

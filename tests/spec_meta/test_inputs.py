@@ -795,3 +795,21 @@ def test_the_plugin_tries_a_target_that_cannot_be_built_once(pytester: pytest.Py
     assert "Traceback" not in text
     assert "\ntarget inputs_plugin_factory:build: the factory raised RuntimeError: no weights here\n" in text
     assert (pytester.path / "calls.txt").read_text() == "1"  # built once, not once per claim
+
+
+def test_an_expectations_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "latin1.toml"
+    f.write_bytes(b'[[deviation]]\nclaim = "GEN-3"\nreason = "caf\xe9"\n')
+    with pytest.raises(InputError, match=r"latin1\.toml is not UTF-8 text \(byte 43\)"):
+        load(f, IDS)
+
+
+def test_a_bad_profile_in_the_environment_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                      pytester: pytest.Pytester) -> None:
+    """NEXT_TOKEN_SPEC_PROFILE=bogus was a ValueError traceback from check and an INTERNALERROR from pytest."""
+    monkeypatch.setenv("NEXT_TOKEN_SPEC_PROFILE", "bogus")
+    refused(["check", "reference", "--claim", "EMB-2"], "NEXT_TOKEN_SPEC_PROFILE", "ci, dev, thorough", "'bogus'")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "NEXT_TOKEN_SPEC_PROFILE must be one of ci, dev, thorough, got 'bogus'" in result.stderr.str()

@@ -813,3 +813,12 @@ def test_a_bad_profile_in_the_environment_is_one_line(monkeypatch: pytest.Monkey
     result = pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "NEXT_TOKEN_SPEC_PROFILE must be one of ci, dev, thorough, got 'bogus'" in result.stderr.str()
+
+
+@pytest.mark.parametrize("value", ["[" * 50_000 + "]" * 50_000, "{b = " * 5_000 + "1" + "}" * 5_000])
+def test_toml_nested_too_deeply_is_an_input_error(tmp_path: Path, value: str) -> None:
+    """Issue #14 audit: tomllib recurses per level, so a[[[[... (well under MAX_BYTES) was a RecursionError."""
+    f = tmp_path / "deep.toml"
+    f.write_text(f"a = {value}\n")
+    with pytest.raises(InputError, match=r"deep\.toml nests arrays or tables too deeply"):
+        load(f, IDS)

@@ -107,9 +107,9 @@ class GGUFFile:
             raise FileNotFoundError(f"GGUF file {str(self.path)!r} does not exist")
         try:
             self.reader = _open_reader(str(self.path))
-        except (ValueError, IndexError, KeyError, OverflowError, EOFError, struct.error) as err:
+        except (ValueError, IndexError, KeyError, OverflowError, EOFError, struct.error, RecursionError) as err:
             # gguf's reader raises these on a truncated or malformed header (a count past the end of the file, an
-            # unknown value type): one clear error naming the file instead
+            # unknown value type, arrays nested thousands deep): one clear error naming the file instead
             raise ValueError(f"{str(self.path)!r} is not a readable GGUF file: {type(err).__name__}: {err}") from None
         self._tensors = {t.name: t for t in self.reader.tensors}
         self._values: dict[str, Any] = {}

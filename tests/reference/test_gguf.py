@@ -260,6 +260,20 @@ def test_malformed_headers_are_one_clear_error_naming_the_file(tmp_path_factory:
         G.read(path)
 
 
+def test_arrays_nested_thousands_deep_are_one_clear_error(tmp_path: Path) -> None:
+    """Issue #14 audit: gguf's reader recurses once per level of a nested array; 20,000 levels (240 KB) were a
+    RecursionError."""
+    import struct
+
+    key = b"general.architecture"
+    field = struct.pack("<Q", len(key)) + key + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 20_000
+    field += struct.pack("<IQI", 4, 1, 7)  # the innermost array: one uint32
+    path = tmp_path / "deep.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + field)
+    with pytest.raises(ValueError, match=r"deep\.gguf' is not a readable GGUF file: RecursionError"):
+        G.read(path)
+
+
 def test_env_var_to_a_wrong_file_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wrong = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     wrong.write_bytes(b"GGUF" + bytes(1000))

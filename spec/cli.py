@@ -410,11 +410,13 @@ def _figures(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise InputError(f"figures need matplotlib (pip install matplotlib): {err}") from None
     from spec import figures
-    from spec.targets.registry import resolve
+    from spec.targets.registry import check_form, resolve
 
     unknown = sorted(set(args.only) - {f.stem for f in figures.FIGURES})
     if unknown:
         raise InputError(f"--only: unknown figures {unknown}; choose from {[f.stem for f in figures.FIGURES]}")
+    if any(f.needs_model and (not args.only or f.stem in args.only) for f in figures.FIGURES):
+        check_form(args.target)  # a typo is refused before the model-free figure is written
     start = time.perf_counter()
     written = figures.write(args.outdir, lambda: resolve(args.target, device=args.device, dtype=args.dtype),
                             only=args.only)

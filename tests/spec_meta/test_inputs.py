@@ -822,3 +822,10 @@ def test_toml_nested_too_deeply_is_an_input_error(tmp_path: Path, value: str) ->
     f.write_text(f"a = {value}\n")
     with pytest.raises(InputError, match=r"deep\.toml nests arrays or tables too deeply"):
         load(f, IDS)
+
+
+def test_figures_refuse_a_target_that_is_no_target_before_writing_any(no_build: None, tmp_path: Path) -> None:
+    """Issue #14 audit: figures OUTDIR --target nope wrote the model-free figure 1, then refused the target."""
+    refused(["figures", str(tmp_path / "out"), "--target", "nope"], "unknown target 'nope'")
+    refused(["figures", str(tmp_path / "out"), "--target", "a b:c", "--only", "3-length"], "not a target name")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

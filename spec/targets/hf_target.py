@@ -96,17 +96,6 @@ class HFTarget(Target):
         out = self.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=next(self.model.parameters()).device))
         return int(out.logits.shape[-1])
 
-    def check_length(self, positions: int) -> None:
-        """ValueError naming the context length when a call would need more positions than the model has.
-
-        transformers refuses some models' overlong inputs with an IndexError deep inside (learned positions) and
-        lets others compute past what they were built for (rotary): neither says what was wrong. Refused here.
-        """
-        if positions > self.max_positions:
-            raise ValueError(f"target {self.name}: {positions} positions asked for, but the model's context length "
-                             f"(max_position_embeddings) is {self.max_positions}; give at most {self.max_positions} "
-                             "tokens")
-
     def _kwargs(self, ids: Tensor, attention_mask: Tensor | None) -> dict[str, Tensor]:
         self.check_length(ids.shape[-1])
         kw: dict[str, Tensor] = {"input_ids": ids}

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
+from reference.sampling import softmax
 from spec.errors import InputError
 from spec.target import Target
 
@@ -101,6 +102,17 @@ def check_prompt(prompt: object) -> None:
                          "give the prompt as UTF-8") from None
 
 
+def check_finite(t: Target, logits: torch.Tensor, step: int) -> None:
+    """No story from NaN or +inf logits (a broken weight, an overflow): InputError naming the target and step.
+
+    -inf is allowed: a model may rule a token out. As reference.generate refuses the same, nothing shown is
+    computed from a NaN.
+    """
+    if bool(torch.isnan(logits).any()) or bool((logits == float("inf")).any()):
+        raise InputError(f"target {t.name}: its logits at step {step + 1} hold NaN or +inf; check its weights for "
+                         f"NaN/inf (or use a wider dtype than {t.dtype} if they overflow)")
+
+
 def _whole(value: object) -> bool:
     """A whole number >= 1 (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
@@ -140,9 +152,9 @@ def _one_step(t: Target, ids: list[int], temperature: float, top: int, step: int
             j = int(avg.argmax())
             yield f"   layer {li}: position {j} {tok.decode([ids[j]])!r} ({float(avg[j]):.2f})"
     logits = t.logits(x)[0, -1].float()  # [V]
+    check_finite(t, logits, step)
     p1 = torch.softmax(logits, dim=-1)
-    pt = torch.softmax(logits / temperature, dim=-1) if temperature > 0 else torch.nn.functional.one_hot(
-        logits.argmax(), logits.shape[0]).float()
+    pt = softmax(logits[None], temperature)[0]  # the reference's: T = 0 is one-hot, a tiny T its limit (not NaN)
     yield f"5. final norm, then one dot product per vocabulary entry -> {logits.shape[0]} logits; softmax:"
     yield f"   {'token':>18}  {'logit':>8}  {'p(T=1)':>8}  {f'p(T={temperature:g})':>9}"
     for i in torch.argsort(logits, descending=True, stable=True)[:top].tolist():

@@ -843,3 +843,23 @@ def test_figures_refuse_a_target_that_is_no_target_before_writing_any(no_build: 
     refused(["figures", str(tmp_path / "out"), "--target", "nope"], "unknown target 'nope'")
     refused(["figures", str(tmp_path / "out"), "--target", "a b:c", "--only", "3-length"], "not a target name")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("temperature", ["1e-40", "1e-320"])
+def test_explain_at_a_tiny_temperature_shows_the_limit_not_nan(temperature: str) -> None:
+    """Issue #14 audit: explain divided the logits by T itself, so p(T=1e-40) was nan for every token (bug 2 of the
+    issue, fixed in reference.sampling, was still in explain's own softmax)."""
+    code, out, err = run(["explain", "The storm is", "--target", "builtin", "--temperature", temperature, "--top", "3"])
+    assert code == 0, err
+    rows = out.split("softmax:\n")[1].split("\n6.")[0].splitlines()[1:]
+    assert "nan" not in out and [r.split()[-1] for r in rows] == ["1.0000", "0.0000", "0.0000"], out
+
+
+def test_explain_refuses_nan_logits() -> None:
+    from spec.explain import builtin_target, explain
+
+    t = builtin_target()
+    with torch.no_grad():
+        t.model.blocks[0].mlp.W_out.fill_(float("nan"))  # type: ignore[attr-defined]
+    with pytest.raises(InputError, match=r"builtin \(random weights\): its logits at step 1 hold NaN or \+inf"):
+        list(explain("The storm is", target=t))

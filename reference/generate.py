@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from reference.model import Transformer
-from reference.validation import check_mask
+from reference.validation import check_ids, check_mask
 
 
 @torch.no_grad()
@@ -27,6 +27,7 @@ def generate(model: Transformer, ids: Tensor, max_new_tokens: int, *, attention_
     Non-finite logits (NaN weights, overflow) raise FloatingPointError naming the step.
     The token is chosen by the ``sample`` stage of the model's stages.
     """
+    check_ids(ids, model.cfg.vocab_size, model.device)  # a list, a 1-D tensor: named here, not deep in the loop
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     if eos_token_id is not None and (isinstance(eos_token_id, bool) or not isinstance(eos_token_id, int)

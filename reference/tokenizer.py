@@ -288,7 +288,7 @@ class ByteBPETokenizer:
         post-processor is not applied: it only adds template tokens such as BOS, so
         ``encode`` here matches HuggingFace's ``encode(text, add_special_tokens=False)``.
         """
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = _read_json(path)
         model = data.get("model") or {}
         if model.get("type") != "BPE":
             raise ValueError(f"path: model.type is {model.get('type')!r}, only 'BPE' is supported")
@@ -664,6 +664,27 @@ def _merge_all(seq: list[int], a: int, b: int, new: int) -> list[int]:
             out.append(seq[i])
             i += 1
     return out
+
+
+def _read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON object in the regular file ``path``; ValueError naming the file for anything else.
+
+    A FIFO or a device is refused before it is opened (reading one blocks or never ends), and text
+    that is not UTF-8 JSON, or JSON that is not an object, is named with the file rather than
+    surfacing as a bare JSONDecodeError or AttributeError.
+    """
+    p = Path(path)
+    if not p.is_file():
+        if not p.exists():
+            raise FileNotFoundError(f"path: {str(p)!r} does not exist")
+        raise ValueError(f"path: {str(p)!r} is not a regular file (a folder, FIFO or device)")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"path: {str(p)!r} is not a UTF-8 JSON tokenizer file: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"path: {str(p)!r} holds a JSON {type(data).__name__}, not a tokenizer.json object")
+    return data
 
 
 def _parse_merge(merge: Any) -> tuple[str, str]:

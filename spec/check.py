@@ -41,6 +41,8 @@ class Check:
                  shrink_seconds: float | None = None, timeout: float | None = None,
                  target: Target | None = None) -> None:
         load_all()  # every claim registered: an expectation naming no claim is told apart from one not loaded yet
+        runner.check_shrink_seconds(shrink_seconds)  # the budgets before any work, as the expectations
+        runner.check_timeout(timeout)
         self.target_spec, self.device, self.dtype, self.profile = target_spec, device, dtype, profile
         self.deviations: dict[str, Deviation] = ({} if expectations is None else
                                                  for_target(expectations, target_spec, set(CATALOG)))

@@ -45,22 +45,26 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; its exit status (a reader closing the pipe early, as `| head` does, is not an error).
 
-    A bad input (spec.errors.InputError, or a model that cannot be found) is one line on stderr and status 2.
+    A bad input (spec.errors.InputError, or a model that cannot be found) is one line on stderr and status 2; Ctrl-C
+    is status 130 (``check`` first shows and writes the claims that finished).
     """
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while a model loads, or in explain, figures or zoo: no traceback
+        print("next-token-spec: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except BrokenPipeError:
         sys.stdout = None  # type: ignore[assignment]  # nothing more can be written; skip the flush at exit
         return 0
     except InputError as err:
         return _refuse(str(err))
     except RuntimeError as err:
-        if _model_unavailable(err):
-            return _refuse(f"{err} Or pass --target builtin for a random-weight model that needs no download.")
+        if model_unavailable(err):  # check and figures (explain adds its random-weight alternative)
+            return _refuse(str(err))
         raise
 
 
-def _model_unavailable(err: BaseException) -> bool:
+def model_unavailable(err: BaseException) -> bool:
     """Whether ``err`` is spec.targets.smollm2.ModelUnavailable (if that module was never imported, it is not)."""
     module = sys.modules.get("spec.targets.smollm2")
     kind = getattr(module, "ModelUnavailable", None)
@@ -96,12 +100,13 @@ def _main(argv: Sequence[str] | None) -> int:
                               "built-in targets' committed deviations, spec/targets/expectations/, as pytest uses)")
     p_check.add_argument("--no-expectations", action="store_true",
                          help="expect no deviation: every listed deviation is reported as the failure it is")
-    p_check.add_argument("--shrink-seconds", type=_seconds, default=None, metavar="S",
+    p_check.add_argument("--shrink-seconds", type=shrink_seconds_option, default=None, metavar="S",
                          help="wall-clock budget for shrinking each failing claim's counterexample (default 5; 0: "
                               "do not shrink; inf: no bound); past it the smallest example found so far is shown")
     p_check.add_argument("--seed", type=int, default=None, help="Hypothesis seed (for the non-derandomized profiles)")
     p_check.add_argument("--timeout", type=_deadline_seconds, default=None, metavar="S",
-                         help="fail a claim as timed out when one example runs longer than S seconds (default: none)")
+                         help="fail a claim as timed out when one example runs longer than S seconds (0 < S <= "
+                              "1e6; default: none)")
     p_check.add_argument("--quiet", action="store_true",
                          help="print only the table, notes and failures (no line per claim, no progress)")
     p_check.add_argument("-j", "--jobs", type=_jobs, default=None, metavar="N",
@@ -129,7 +134,7 @@ def _main(argv: Sequence[str] | None) -> int:
     p_zoo = sub.add_parser("zoo", help="run the catalog against every mutant of the zoo (issue #5's kill matrix)")
     p_zoo.add_argument("--markdown", action="store_true", help="print docs/kill-matrix.md")
     p_zoo.add_argument("--mutant", action="append", default=[], help="only this mutant (repeatable)")
-    p_zoo.add_argument("--jobs", type=int, default=1,
+    p_zoo.add_argument("--jobs", type=_jobs, default=1, metavar="N",
                        help="mutants run in this many processes at once (default 1; the matrix is the same)")
 
     args = parser.parse_args(argv)
@@ -144,8 +149,8 @@ def _main(argv: Sequence[str] | None) -> int:
     return _explain(args)
 
 
-def _seconds(text: str) -> float:
-    """A shrink budget: a number of seconds >= 0, or inf."""
+def shrink_seconds_option(text: str) -> float:
+    """A shrink budget: a number of seconds >= 0, or inf (also the type of the plugin's and conformance's option)."""
     value = _float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (or inf), got {text!r}")
@@ -153,10 +158,13 @@ def _seconds(text: str) -> float:
 
 
 def _deadline_seconds(text: str) -> float:
-    """An example's deadline: a finite number of seconds > 0."""
+    """An example's deadline: a number of seconds > 0, at most spec.runner.MAX_TIMEOUT (the alarm timer's range)."""
+    from spec.runner import MAX_TIMEOUT
+
     value = _float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text!r}")
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0 and at most {MAX_TIMEOUT:.0f} (omit "
+                                         f"--timeout for no deadline), got {text!r}")
     return value
 
 
@@ -253,7 +261,7 @@ def _check(args: argparse.Namespace) -> int:
         claims = [c for c in claims if c.id in args.claim]
     if args.no_expectations and args.expectations:
         raise InputError("--expectations and --no-expectations contradict each other; give one")
-    if args.report:
+    if args.report is not None:
         check_report_path(args.report)
     profile = profiles.load(args.profile)
     check = Check(args.target, device=args.device, dtype=args.dtype,
@@ -285,7 +293,7 @@ def _check(args: argparse.Namespace) -> int:
     place = {c.id: i for i, c in enumerate(claims)}
     results.sort(key=lambda r: place[r.claim])  # the table and the report in catalog order, however they finished
     _print_results(results, gap="\n" if stream else "")
-    if args.report:
+    if args.report is not None:
         report.write(args.report, results, suite=args.target)
     if interrupted:
         print(f"interrupted: {len(results)} of {len(claims)} claims finished"
@@ -310,6 +318,8 @@ def _print_results(results: list[Result], gap: str) -> None:
 def check_report_path(path: str) -> None:
     """--report names a file of a known format in an existing, writable folder; InputError otherwise (checked before
     the catalog runs, so a typo does not cost the run)."""
+    if not path.strip():
+        raise InputError("--report: empty file name; give a file ending in .json, .md or .xml")
     p = Path(path)
     if p.suffix not in REPORT_SUFFIXES:
         raise InputError(f"--report {path}: unknown extension {p.suffix!r}; use one of {', '.join(REPORT_SUFFIXES)}")
@@ -385,9 +395,9 @@ def _explain(args: argparse.Namespace) -> int:
                             steps=args.steps, temperature=args.temperature, top=args.top):
             print(line)
     except RuntimeError as err:
-        if not _model_unavailable(err):
+        if not model_unavailable(err):
             raise
-        return _refuse(f"--target {args.target}: the SmolLM2 model is not available. {err} "
+        return _refuse(f"--target {args.target}: the SmolLM2 model is not available. {err}. "
                        "Or pass --target builtin for a random-weight model that needs no download.")
     return 0
 
@@ -401,11 +411,13 @@ def _figures(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise InputError(f"figures need matplotlib (pip install matplotlib): {err}") from None
     from spec import figures
-    from spec.targets.registry import resolve
+    from spec.targets.registry import check_form, resolve
 
     unknown = sorted(set(args.only) - {f.stem for f in figures.FIGURES})
     if unknown:
         raise InputError(f"--only: unknown figures {unknown}; choose from {[f.stem for f in figures.FIGURES]}")
+    if any(f.needs_model and (not args.only or f.stem in args.only) for f in figures.FIGURES):
+        check_form(args.target)  # a typo is refused before the model-free figure is written
     start = time.perf_counter()
     written = figures.write(args.outdir, lambda: resolve(args.target, device=args.device, dtype=args.dtype),
                             only=args.only)
@@ -429,8 +441,6 @@ def _zoo(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.mutant) - set(MUTANTS))
     if unknown:
         raise InputError(f"--mutant: unknown mutants {unknown}; choose from {sorted(MUTANTS)}")
-    if args.jobs < 1:
-        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     start = time.perf_counter()
     names = args.mutant or list(MUTANTS)
     runs, hidden = [], []

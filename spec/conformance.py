@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spec import profiles
+from spec.cli import shrink_seconds_option
 
 # The peers, each beside the built-in target with the same weights (smollm2 itself runs in the main test run, and so
 # does hf:llama, which onnx:hf:llama exports).
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--expectations", default=None,
                         help="folder of <target>.toml ('' for none; default: the built-in targets' committed ones)")
     parser.add_argument("--profile", choices=profiles.PROFILES, default="ci", help="Hypothesis profile")
-    parser.add_argument("--shrink-seconds", type=float, default=None, metavar="S",
+    parser.add_argument("--shrink-seconds", type=shrink_seconds_option, default=None, metavar="S",
                         help="wall-clock budget for shrinking each failing claim's counterexample (default 5; 0: do "
                              "not shrink; inf: no bound)")
     parser.add_argument("--claim", action="append", default=[], help="only these claim IDs (repeatable)")

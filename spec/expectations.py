@@ -95,10 +95,14 @@ def _read(path: str | Path) -> str:
 
 
 def _parse(path: str | Path) -> dict[str, object]:
+    text = _read(path)
     try:
-        return tomllib.loads(_read(path))
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:  # its message ends "(at line L, column C)"
         raise InputError(f"expectations: {path} is not valid TOML: {err}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively: a[[[[... exhausts the stack
+        raise InputError(f"expectations: {path} nests arrays or tables too deeply to read (an expectations file "
+                         "needs two levels)") from None
 
 
 def _included(including: str | Path, resolved: Path, name: str) -> Path:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
+from reference.sampling import softmax
 from spec.errors import InputError
 from spec.target import Target
 
@@ -47,22 +48,29 @@ def explain(prompt: str, *, target: str | Target = DEFAULT_TARGET, device: str =
     GGUF file cannot be located or fetched, spec.targets.smollm2.ModelUnavailable says how to
     provide it (or to pass target="builtin", a random-weight model that needs nothing).
     """
-    from spec.targets.registry import check_device, resolve
+    from spec.targets.registry import check_device, check_dtype, resolve
 
-    if not prompt:  # refused before a model is loaded
-        raise InputError("prompt: empty; give at least one character")
-    if steps < 1 or not temperature >= 0 or math.isinf(temperature) or top < 1:
-        raise InputError(f"explain: steps and top must be >= 1 and temperature finite and >= 0, got steps {steps}, "
-                         f"temperature {temperature}, top {top}")
+    check_prompt(prompt)  # refused before a model is loaded
+    if not _whole(steps) or not _whole(top) or not _real_at_least_0(temperature):
+        raise InputError(f"explain: steps and top must be whole numbers >= 1 and temperature a finite number >= 0, "
+                         f"got steps {steps!r}, temperature {temperature!r}, top {top!r}")
     if isinstance(target, Target):
         t = target
     elif target == "builtin":
         check_device(device)
+        check_dtype(dtype)
         t = builtin_target(device, dtype)
     else:
         t = resolve(target, device=device, dtype=dtype)
+    if "tokenizer" not in t.capabilities:
+        named = target if isinstance(target, str) else t.name
+        raise InputError(f"target {named}: exposes no tokenizer, and explain starts from text; use a target with "
+                         "one (smollm2, smollm2:hf, builtin, or an adapter whose tokenizer() is implemented)")
     tok = t.tokenizer()
-    ids = tok.encode(prompt)
+    try:
+        ids = tok.encode(prompt)
+    except ValueError as err:  # text the tokenizer cannot encode (e.g. a byte SmolLM2's vocabulary lacks)
+        raise InputError(f"prompt: target {t.name}'s tokenizer cannot encode it: {err}") from None
     if not ids:
         raise InputError("prompt: the text encodes to no tokens; give at least one character")
     check_vocabulary(t, ids)
@@ -73,6 +81,47 @@ def explain(prompt: str, *, target: str | Target = DEFAULT_TARGET, device: str =
     for step in range(steps):
         yield from _one_step(t, ids, temperature, top, step)
         ids = [*ids, _choose(t, ids)]
+
+
+def check_prompt(prompt: object) -> None:
+    """A prompt is a non-empty str with a UTF-8 encoding; InputError otherwise (before any model is loaded).
+
+    A byte that is not UTF-8 on the command line reaches Python as a lone surrogate (os.fsdecode's
+    surrogateescape), which no tokenizer can encode: named here with its position, not as a traceback later.
+    """
+    if not isinstance(prompt, str):
+        raise InputError(f"prompt: expected a str, got {type(prompt).__name__}")
+    if not prompt:
+        raise InputError("prompt: empty; give at least one character")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as err:
+        bad = prompt[err.start]
+        raw = f"the byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else repr(bad)
+        raise InputError(f"prompt: character {err.start} is {raw}, which is not UTF-8 text (a lone surrogate); "
+                         "give the prompt as UTF-8") from None
+
+
+def check_finite(t: Target, logits: torch.Tensor, step: int) -> None:
+    """No story from NaN or +inf logits (a broken weight, an overflow): InputError naming the target and step.
+
+    -inf is allowed: a model may rule a token out. As reference.generate refuses the same, nothing shown is
+    computed from a NaN.
+    """
+    if bool(torch.isnan(logits).any()) or bool((logits == float("inf")).any()):
+        raise InputError(f"target {t.name}: its logits at step {step + 1} hold NaN or +inf; check its weights for "
+                         f"NaN/inf (or use a wider dtype than {t.dtype} if they overflow)")
+
+
+def _whole(value: object) -> bool:
+    """A whole number >= 1 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _real_at_least_0(value: object) -> bool:
+    """A finite real number >= 0 (not a bool, not a string)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= 0)
 
 
 def _choose(t: Target, ids: list[int]) -> int:
@@ -103,9 +152,9 @@ def _one_step(t: Target, ids: list[int], temperature: float, top: int, step: int
             j = int(avg.argmax())
             yield f"   layer {li}: position {j} {tok.decode([ids[j]])!r} ({float(avg[j]):.2f})"
     logits = t.logits(x)[0, -1].float()  # [V]
+    check_finite(t, logits, step)
     p1 = torch.softmax(logits, dim=-1)
-    pt = torch.softmax(logits / temperature, dim=-1) if temperature > 0 else torch.nn.functional.one_hot(
-        logits.argmax(), logits.shape[0]).float()
+    pt = softmax(logits[None], temperature)[0]  # the reference's: T = 0 is one-hot, a tiny T its limit (not NaN)
     yield f"5. final norm, then one dot product per vocabulary entry -> {logits.shape[0]} logits; softmax:"
     yield f"   {'token':>18}  {'logit':>8}  {'p(T=1)':>8}  {f'p(T={temperature:g})':>9}"
     for i in torch.argsort(logits, descending=True, stable=True)[:top].tolist():

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from spec import oracles
 from spec.errors import InputError
-from spec.target import Target
+from spec.target import NotExposed, Target
 
 DPI = 100
 WIDTH = 7.0  # inches: 700 px at DPI, the width the README shows them at
@@ -538,26 +538,44 @@ def refuse_links(paths: Sequence[Path]) -> None:
 
 def _check_outdir(out_dir: Path, stems: Sequence[str]) -> None:
     """OUTDIR is a folder (or can be made) and no figure file in it is a link; checked before any model loads."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"figures: OUTDIR {out_dir} exists and is not a folder")
     try:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise InputError(f"figures: OUTDIR {out_dir} exists and is not a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"figures: cannot create OUTDIR {out_dir}: {err.strerror}") from None
+    except (OSError, ValueError) as err:  # no permission, a name too long, a NUL byte
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"figures: cannot create OUTDIR {str(out_dir)!r}: "
+                         f"{getattr(err, 'strerror', None) or err}") from None
     if not os.access(out_dir, os.W_OK):
         raise InputError(f"figures: OUTDIR {out_dir} is not writable")
     refuse_links([out_dir / f"{stem}.{ext}" for stem in stems for ext in ("png", "svg")])
 
 
 def _check_vocabulary(model: Target) -> None:
-    """The model has a row for every ID its tokenizer can give (else a prompt's IDs index past its embedding)."""
+    """The model has a tokenizer (every model figure starts from text) with no more IDs than the model has rows (else
+    a prompt's IDs index past its embedding)."""
     if "tokenizer" not in model.capabilities:
-        return
+        raise InputError(f"figures: target {model.name} exposes no tokenizer, and the figures start from text; use a "
+                         "trained model with one (the default, smollm2)")
     size = model.tokenizer().vocab_size
     if size > model.vocab_size:
         raise InputError(f"figures: target {model.name}'s vocabulary has {model.vocab_size} entries, fewer than "
                          f"its tokenizer's {size}; use a target whose model and tokenizer share one vocabulary "
                          "(the default, smollm2)")
+
+
+def _data(spec: FigureSpec, model: Target | None) -> Any:
+    """The figure's data; InputError naming the capability when the target lacks one the figure reads."""
+    if not spec.needs_model:
+        return spec.data()
+    assert model is not None
+    try:
+        return spec.data(model)
+    except NotExposed as err:
+        raise InputError(f"figures: figure {spec.stem} reads the target's {err.capability}, which target "
+                         f"{model.name} does not expose ({err}); use a target that does (the default, smollm2)") \
+            from None
 
 
 def write(outdir: str | Path, target: Target | Callable[[], Target] | None,
@@ -573,6 +591,8 @@ def write(outdir: str | Path, target: Target | Callable[[], Target] | None,
     unknown = set(only) - {f.stem for f in FIGURES}
     if unknown:
         raise InputError(f"unknown figures {sorted(unknown)}; the figures are {[f.stem for f in FIGURES]}")
+    if not str(outdir).strip():  # Path("") is the working directory: a missing argument must not mean it
+        raise InputError("figures: OUTDIR is empty; give a folder (. for the current one)")
     out_dir = Path(outdir)
     _check_outdir(out_dir, [f.stem for f in chosen])
     model = None
@@ -583,7 +603,7 @@ def write(outdir: str | Path, target: Target | Callable[[], Target] | None,
                 raise InputError(f"figure {spec.stem} needs a target (a trained model such as smollm2)")
             model = target if isinstance(target, Target) else target()
             _check_vocabulary(model)
-        data = spec.data(model) if spec.needs_model else spec.data()
+        data = _data(spec, model)
         with matplotlib.rc_context(cast(Any, STYLE)):  # the stubs type rc keys as a Literal
             results[spec.stem] = (data, save(spec.plot(data), out_dir, spec.stem))
     return results

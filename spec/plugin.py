@@ -24,6 +24,8 @@ from hypothesis import settings
 from spec import profiles
 from spec.catalog import Claim, ordered
 from spec.check import Check
+from spec.cli import model_unavailable, shrink_seconds_option
+from spec.errors import InputError
 from spec.runner import DEVIATION, FAILING, HELD, ILLUSTRATED, PARTLY, Result
 from spec.target import Target
 from spec.targets import registry
@@ -46,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "next_token_spec_expectations and the default, the built-in targets' committed files")
     group.addoption("--no-expectations", action="store_true",
                     help="expect no deviation on any target (each listed deviation fails as what it is)")
-    group.addoption("--shrink-seconds", type=float, default=None, metavar="S",
+    group.addoption("--shrink-seconds", type=shrink_seconds_option, default=None, metavar="S",
                     help="wall-clock budget for shrinking each failing claim's counterexample (default 5; 0: do not "
                          "shrink; inf: no bound); past it the smallest example found so far is reported")
     parser.addini("next_token_spec_targets", "targets checked when no --target is given", type="linelist",
@@ -85,8 +87,34 @@ def pytest_configure(config: pytest.Config) -> None:
     # ClaimItem marks the claims it runs on the GPU; registered here so --strict-markers accepts it in any project
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped with a reason where none is present)")
     if not config.getoption("hypothesis_profile", None):
-        profiles.load()
+        try:
+            profiles.load()
+        except InputError as err:
+            raise pytest.UsageError(str(err)) from None
     _refuse_absent_cuda(config)
+    _refuse_bad_targets(config)
+
+
+def _refuse_bad_targets(config: pytest.Config) -> None:
+    """A --target that is no target's name, or an expectations folder that is not a folder, is a usage error at
+    start-up (one line, exit 4), not one failure with a traceback per claim."""
+    targets = selected_targets(config)
+    for spec in targets:
+        try:
+            registry.check_form(spec)
+        except InputError as err:
+            raise pytest.UsageError(f"--target {spec}: {err}") from None
+    if targets:
+        check_expectations_folder(expectations_folder(config))
+
+
+def check_expectations_folder(folder: Path | None) -> None:
+    """pytest.UsageError unless ``folder`` (--expectations or the ini option) is None or an existing folder."""
+    if folder is None or folder.is_dir():
+        return
+    what = "is not a folder" if folder.exists() else "does not exist"
+    raise pytest.UsageError(f"expectations folder {folder} {what} (--expectations or the ini option "
+                            "next_token_spec_expectations); give a folder of <target>.toml files")
 
 
 def _refuse_absent_cuda(config: pytest.Config) -> None:
@@ -111,18 +139,33 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             f"dtype {config.getoption('--dtype')}; hypothesis profile {settings._current_profile}"]
 
 
+class TargetUnavailable(Exception):
+    """The target of a claim item could not be built (a bad spec, a factory that raised, a model not found): each of
+    its items fails with this one line, and the target is not built again for every claim."""
+
+
 class _Targets:
-    """Builds each target once per session."""
+    """Builds each target once per session (and tries a target that cannot be built only once)."""
 
     def __init__(self) -> None:
         self.cache: dict[tuple[str, str, str], Target] = {}
+        self.refused: dict[tuple[str, str, str], str] = {}
 
     def get(self, spec: str, device: str, dtype: str) -> Target:
         from spec.targets.registry import resolve
 
         key = (spec, device, dtype)
+        if key in self.refused:
+            raise TargetUnavailable(self.refused[key])
         if key not in self.cache:
-            self.cache[key] = resolve(spec, device=device, dtype=dtype)
+            try:
+                self.cache[key] = resolve(spec, device=device, dtype=dtype)
+            except (InputError, RuntimeError) as err:
+                if not isinstance(err, InputError) and not model_unavailable(err):
+                    raise  # a crash while building is a bug to show whole
+                said = " ".join(str(err).split())
+                self.refused[key] = said if spec in said else f"target {spec}: {said}"
+                raise TargetUnavailable(self.refused[key]) from None
         return self.cache[key]
 
 
@@ -175,6 +218,8 @@ class ClaimItem(pytest.Item):
             from spec.report import failure
 
             return failure(excinfo.value.result)
+        if isinstance(excinfo.value, TargetUnavailable):
+            return str(excinfo.value)
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
@@ -214,10 +259,8 @@ def check(item: ClaimItem) -> Check:
     shrink, seed, profile = config.getoption("--shrink-seconds"), _seed(config), str(settings._current_profile)
     key = (item.target_spec, item.device, item.dtype, folder, shrink, seed, profile)
     if key not in _CHECKS:
+        check_expectations_folder(folder)
         target = _TARGETS.get(item.target_spec, item.device, item.dtype)
-        if folder is not None and not folder.is_dir():
-            raise pytest.UsageError(f"expectations folder {folder} does not exist (--expectations or the ini "
-                                    "option next_token_spec_expectations)")
         _CHECKS[key] = Check(item.target_spec, device=item.device, dtype=item.dtype, expectations=folder, seed=seed,
                              shrink_seconds=shrink, target=target)
     return _CHECKS[key]

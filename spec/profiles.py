@@ -10,6 +10,8 @@ import os
 
 from hypothesis import HealthCheck, Phase, settings
 
+from spec.errors import InputError
+
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 settings.register_profile("ci", max_examples=25, derandomize=True, deadline=None, database=None,
@@ -22,9 +24,11 @@ PROFILES = ("ci", "dev", "thorough")
 
 
 def default_profile() -> str:
+    """NEXT_TOKEN_SPEC_PROFILE, else ci under CI, else dev; InputError naming the variable for another name (the
+    command line then says so in one line, exit 2, and pytest as a usage error, rather than with a traceback)."""
     name = os.environ.get("NEXT_TOKEN_SPEC_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
     if name not in PROFILES:
-        raise ValueError(f"NEXT_TOKEN_SPEC_PROFILE must be one of {PROFILES}, got {name!r}")
+        raise InputError(f"NEXT_TOKEN_SPEC_PROFILE must be one of {', '.join(PROFILES)}, got {name!r}")
     return name
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import os
 import shlex
 import signal
@@ -46,6 +47,7 @@ from hypothesis.errors import Unsatisfiable, UnsatisfiedAssumption
 from hypothesis.reporting import with_reporter
 
 from spec.catalog import Claim
+from spec.errors import InputError
 from spec.expectations import Deviation
 from spec.strategies import REALISTIC, Realistic, realistic_prompts
 from spec.target import NOTES, SKIPPED_PARTS, NotExposed, Target
@@ -67,6 +69,9 @@ NEEDS_TRAINED, NO_CONVERTER = "needs a trained model", "no converter for this ta
 # how far a failure's counterexample was shrunk (Result.shrink)
 SHRUNK, CUT_SHORT, NOT_SHRUNK = "shrunk", "cut short", "not shrunk"
 DEFAULT_SHRINK_SECONDS = 5.0
+# the longest --timeout: the alarm timer overflows past ~9.2e9 s (OverflowError inside the first example, reported as a
+# claim failure), and a deadline of days is no deadline; omit it instead
+MAX_TIMEOUT = 1e6
 
 
 @dataclass
@@ -141,6 +146,34 @@ class Invocation:
         if self.timeout is not None:
             words += ["--timeout", f"{self.timeout:g}"]
         return shlex.join(words)
+
+    def __post_init__(self) -> None:
+        """The budgets are numbers the runner can keep: InputError naming the option otherwise (a NaN budget would
+        never run out, a negative one would mean 0, a deadline past MAX_TIMEOUT overflows the timer)."""
+        check_shrink_seconds(self.shrink_seconds)
+        check_timeout(self.timeout)
+
+
+def _real(value: object) -> float | None:
+    """``value`` as a float if it is a real number (not a bool, not a string), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def check_shrink_seconds(value: float | None) -> None:
+    """None (no bound) or a number of seconds >= 0 (inf: no bound); InputError naming --shrink-seconds otherwise."""
+    x = _real(value)
+    if value is not None and (x is None or not x >= 0):
+        raise InputError(f"--shrink-seconds must be a number of seconds >= 0 (or inf), got {value!r}")
+
+
+def check_timeout(value: float | None) -> None:
+    """None (no deadline) or seconds in (0, MAX_TIMEOUT]; InputError naming --timeout otherwise."""
+    x = _real(value)
+    if value is not None and (x is None or not 0 < x <= MAX_TIMEOUT):
+        raise InputError(f"--timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT:.0f} (omit it for no "
+                         f"deadline), got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,17 @@ class Target:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
 
+    def check_length(self, positions: int) -> None:
+        """ValueError naming the context length when a call needs more positions than ``max_positions``.
+
+        Not a capability: the built-in adapters call it before running their model, because past its context a
+        model either fails deep inside with a bare shape or index error (learned positions) or computes on silently
+        (rotary, ALiBi, an exported graph), and neither says what was wrong.
+        """
+        if positions > self.max_positions:
+            raise ValueError(f"target {self.name}: {positions} positions asked for, but its context length is "
+                             f"{self.max_positions}; give at most {self.max_positions} tokens")
+
     # -- required -------------------------------------------------------------------
     def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Next-token logits for every position: ids [B, T] (left-padded where mask is 0) -> [B, T, V]."""

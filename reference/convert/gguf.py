@@ -100,13 +100,16 @@ class GGUFFile:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        if not self.path.is_file():  # a FIFO or a device would block or never end; a folder has no header
+            if self.path.exists():
+                raise ValueError(f"GGUF file {str(self.path)!r} is not a regular file (a folder, FIFO or device); "
+                                 "give the path of a .gguf file")
             raise FileNotFoundError(f"GGUF file {str(self.path)!r} does not exist")
         try:
             self.reader = _open_reader(str(self.path))
-        except (ValueError, IndexError, KeyError, OverflowError, EOFError, struct.error) as err:
+        except (ValueError, IndexError, KeyError, OverflowError, EOFError, struct.error, RecursionError) as err:
             # gguf's reader raises these on a truncated or malformed header (a count past the end of the file, an
-            # unknown value type): one clear error naming the file instead
+            # unknown value type, arrays nested thousands deep): one clear error naming the file instead
             raise ValueError(f"{str(self.path)!r} is not a readable GGUF file: {type(err).__name__}: {err}") from None
         self._tensors = {t.name: t for t in self.reader.tensors}
         self._values: dict[str, Any] = {}

@@ -98,6 +98,7 @@ class HFTarget(Target):
         return int(out.logits.shape[-1])
 
     def _kwargs(self, ids: Tensor, attention_mask: Tensor | None) -> dict[str, Tensor]:
+        self.check_length(ids.shape[-1])
         kw: dict[str, Tensor] = {"input_ids": ids}
         if attention_mask is not None:
             kw["attention_mask"] = attention_mask.long()
@@ -199,6 +200,7 @@ class HFTarget(Target):
 
     @torch.no_grad()
     def decode(self, ids: Tensor, prefill: int, attention_mask: Tensor | None = None) -> Tensor:
+        self.check_length(ids.shape[-1])
         mask = torch.ones_like(ids) if attention_mask is None else attention_mask.long()
         kw = self._kwargs(ids[:, :prefill], mask[:, :prefill])
         out = self.model(**kw, use_cache=True)
@@ -215,6 +217,7 @@ class HFTarget(Target):
 
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None) -> Tensor:
+        self.check_length(ids.shape[-1] + max_new_tokens)
         mask = torch.ones_like(ids) if attention_mask is None else attention_mask.long()
         return self.model.generate(  # type: ignore[operator,no-any-return]
             input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,

@@ -92,11 +92,13 @@ class LlamaCppTarget(Target):
         return torch.from_numpy(self.llm.scores[: self.llm.n_tokens].copy())
 
     def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        self.check_length(ids.shape[-1])
         rows = [self._eval([row]) for row in self._rows(ids, attention_mask)]
         return self._place(rows, ids.shape[1])
 
     def decode(self, ids: Tensor, prefill: int, attention_mask: Tensor | None = None) -> Tensor:
         """Feed each row's real tokens among ids[:, :prefill] at once, then one token per call (KV cache)."""
+        self.check_length(ids.shape[-1])
         mask = torch.ones_like(ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         rows = []
         for row, m in zip(ids.cpu(), mask.cpu(), strict=True):
@@ -107,6 +109,7 @@ class LlamaCppTarget(Target):
 
     def generate(self, ids: Tensor, max_new_tokens: int, attention_mask: Tensor | None = None) -> Tensor:
         """llama.cpp's greedy sampler (temperature 0) on each row's real tokens; the padded prompt is kept."""
+        self.check_length(ids.shape[-1] + max_new_tokens)
         new = []
         for row in self._rows(ids, attention_mask):
             self.llm.reset()

@@ -305,10 +305,12 @@ class OnnxTarget(Target):
         return attention_mask.detach().cpu().bool().numpy().astype(np.int64)
 
     def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        self.check_length(ids.shape[-1])  # the exported graph computes past the context without a word
         return torch.from_numpy(self._run(ids, self._mask(ids, attention_mask), None)[0])
 
     def decode(self, ids: Tensor, prefill: int, attention_mask: Tensor | None = None) -> Tensor:
         """ids[:, :prefill] with an empty past, then one token per call, each call's present fed back as past."""
+        self.check_length(ids.shape[-1])
         mask = self._mask(ids, attention_mask)
         out = self._run(ids[:, :prefill], mask[:, :prefill], None)
         logits = [out[0]]

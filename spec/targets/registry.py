@@ -113,10 +113,9 @@ def kinds_help() -> str:
 
 def resolve(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Target:
     """Build the target a spec string names, on ``device`` in ``dtype``; InputError when it cannot."""
-    if dtype not in DTYPES:
-        raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    dt = check_dtype(dtype)
     check_device(device)
-    dt = DTYPES[dtype]
+    check_form(spec)
     kind, _, rest = spec.partition(":")
     known = KINDS.get(kind)
     if known is not None:
@@ -129,12 +128,33 @@ def resolve(spec: str, *, device: str = "cpu", dtype: str = "float32") -> Target
         except ValueError as err:  # the handlers' own refusals (an unknown preset, a device not offered)
             said = str(err) if str(err).startswith("unknown target") else f"target {spec}: {err}"
             raise InputError(_one_line(said)) from err
-    elif rest:
-        target = _from_factory(kind, rest, device, dt)
     else:
-        raise InputError(f"unknown target {spec!r}: use {forms_text()}")
+        target = _from_factory(kind, rest, device, dt)
     check_placement(spec, target, device, dt)
     return target
+
+
+def check_form(spec: str) -> None:
+    """InputError unless ``spec`` has the form of a target: a known kind, or ``module.path:function`` (Python
+    identifiers). Nothing is imported or built, so a typo is refused before any work (the pytest plugin checks its
+    --target values with it at start-up); whether the named preset, module or factory exists is resolve's to find."""
+    if not isinstance(spec, str):
+        raise InputError(f"target must be a str such as reference:llama-tiny, got {type(spec).__name__}")
+    kind, _, rest = spec.partition(":")
+    if kind in KINDS:
+        return
+    if not rest:
+        raise InputError(f"unknown target {spec!r}: use {forms_text()}")
+    if not all(part.isidentifier() for part in kind.split(".")) or not rest.isidentifier():
+        raise InputError(f"target {spec!r}: not a target name; a factory target is module.path:function "
+                         "(Python identifiers)")
+
+
+def check_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype a name of :data:`DTYPES` stands for; InputError naming the choices otherwise."""
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
 
 
 def check_device(device: str) -> None:
@@ -185,9 +205,6 @@ def register(kind: str, handler: Callable[[str, str, torch.dtype], Target], *, f
 def _from_factory(module: str, attr: str, device: str, dtype: torch.dtype) -> Target:
     """Import ``module``, call ``attr`` (with device/dtype where it takes them), wrap what it returns."""
     spec = f"{module}:{attr}"
-    if not all(part.isidentifier() for part in module.split(".")) or not attr.isidentifier():
-        raise InputError(f"target {spec!r}: not a target name; a factory target is module.path:function "
-                         "(Python identifiers)")
     factory = getattr(_import(spec, module), attr, None)
     if factory is None or not callable(factory):
         raise InputError(f"target {spec}: no callable {attr!r} in module {module!r}")

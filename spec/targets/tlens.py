@@ -260,10 +260,12 @@ class TLensTarget(Target):
 
     @torch.no_grad()
     def logits(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        self.check_length(ids.shape[-1])
         mask = None if attention_mask is None else attention_mask.long()
         return self.model(ids, return_type="logits", attention_mask=mask)  # type: ignore[no-any-return]
 
     def _cache(self, ids: Tensor, attention_mask: Tensor | None, names: list[str]) -> dict[str, Tensor]:
+        self.check_length(ids.shape[-1])
         mask = None if attention_mask is None else attention_mask.long()
         with torch.no_grad():
             _, cache = self.model.run_with_cache(ids, attention_mask=mask, names_filter=lambda n: n in names)
@@ -307,6 +309,7 @@ class TLensTarget(Target):
         """TransformerLens's own KV cache (HookedTransformerKeyValueCache), which also keeps the mask."""
         from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+        self.check_length(ids.shape[-1])
         cache = TransformerLensKeyValueCache.init_cache(self.model.cfg, self.device, ids.shape[0])
         mask = torch.ones_like(ids) if attention_mask is None else attention_mask.long()
         out = [self.model(ids[:, :prefill], attention_mask=mask[:, :prefill], past_kv_cache=cache)]
@@ -322,6 +325,7 @@ class TLensTarget(Target):
 
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             raise NotExposed("generate", "HookedTransformer.generate takes no attention mask for token input")
+        self.check_length(ids.shape[-1] + max_new_tokens)
         return self.model.generate(ids, max_new_tokens=max_new_tokens, stop_at_eos=False,  # type: ignore[no-any-return]
                                    do_sample=False, use_past_kv_cache=True, verbose=False, return_type="tokens")
 

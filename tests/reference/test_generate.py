@@ -158,6 +158,19 @@ def test_prompt_plus_new_tokens_beyond_max_positions_is_rejected(model_for: Mode
     assert generate(model, torch.ones(1, 60, dtype=torch.long), 4).shape == (1, 64)  # exactly full is fine
 
 
+@pytest.mark.parametrize(("ids", "error", "words"), [
+    ([[1, 2]], TypeError, "ids must be a torch.Tensor of token IDs, got list"),
+    (torch.tensor([1, 2]), ValueError, r"ids must have shape \[batch, seq\], got \(2,\)"),
+    (torch.tensor([[1.0, 2.0]]), TypeError, "ids must hold integer token IDs"),
+    (torch.tensor([[1, 97]]), ValueError, r"token ID 97, outside the vocabulary range \[0, 97\)"),
+])
+def test_generation_checks_the_ids_first(model_for: ModelFor, ids: object, error: type[Exception],
+                                         words: str) -> None:
+    """Issue #14: a list or a 1-D tensor was a raw TypeError from ones_like / an unpacking error."""
+    with pytest.raises(error, match=words):
+        generate(model_for("gpt2-tiny"), ids, 1)  # type: ignore[arg-type]
+
+
 def test_generation_checks_the_mask(model_for: ModelFor) -> None:
     with pytest.raises(ValueError, match="attention_mask must contain only 0"):
         generate(model_for("gpt2-tiny"), torch.tensor([[1, 2]]), 1, attention_mask=torch.tensor([[1, 3]]))

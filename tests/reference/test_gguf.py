@@ -30,6 +30,7 @@ Tolerances, measured on this machine (float32, CPU):
 
 from __future__ import annotations
 
+import os
 import time
 import zipfile
 from pathlib import Path
@@ -227,6 +228,18 @@ def test_not_a_gguf_file(tmp_path: Path) -> None:
         G.read(path)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not Path("/dev/zero").exists(), reason="POSIX only")
+def test_a_fifo_a_device_or_a_folder_is_refused_without_reading(tmp_path: Path) -> None:
+    """Issue #14: these were 'does not exist' (a FIFO would block a reader, /dev/zero never ends)."""
+    fifo = tmp_path / "model.gguf"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        with pytest.raises(ValueError, match=rf"GGUF file '{path}' is not a regular file"):
+            G.read(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        G.read(tmp_path / "gone.gguf")
+
+
 # ------------------------------------------------------------------------------ locating the file
 
 
@@ -244,6 +257,20 @@ def test_malformed_headers_are_one_clear_error_naming_the_file(tmp_path_factory:
     path = tmp_path_factory.mktemp("gguf") / "bad.gguf"
     path.write_bytes(magic + struct.pack("<IQQ", version, tensors, fields) + body)
     with pytest.raises(ValueError, match=r"bad\.gguf"):
+        G.read(path)
+
+
+def test_arrays_nested_thousands_deep_are_one_clear_error(tmp_path: Path) -> None:
+    """Issue #14 audit: gguf's reader recurses once per level of a nested array; 20,000 levels (240 KB) were a
+    RecursionError."""
+    import struct
+
+    key = b"general.architecture"
+    field = struct.pack("<Q", len(key)) + key + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 20_000
+    field += struct.pack("<IQI", 4, 1, 7)  # the innermost array: one uint32
+    path = tmp_path / "deep.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + field)
+    with pytest.raises(ValueError, match=r"deep\.gguf' is not a readable GGUF file: RecursionError"):
         G.read(path)
 
 

@@ -136,6 +136,20 @@ def test_a_read_only_cache_folder_is_named(empty_cache: Path) -> None:
         empty_cache.chmod(0o700)
 
 
+def test_a_cache_folder_the_system_refuses_to_write_is_named(empty_cache: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read-only case above for any user, root included (root writes through permissions): the system's refusal
+    to create a file in the folder (EACCES, EROFS) is ModelUnavailable naming the folder, before any download."""
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(smollm2.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(smollm2.subprocess, "run", lambda *a, **k: pytest.fail("downloaded into an unusable cache"))
+    with pytest.raises(smollm2.ModelUnavailable, match=rf"cache folder {empty_cache} cannot be used \(Permission "
+                                                       r"denied\): it must be a directory this user can write"):
+        smollm2.locate_gguf()
+
+
 def _planted(tmp_path: Path, gguf: Path) -> Path:
     """``gguf`` linked into a folder that also holds a planted tokenizer.json and config.json."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -180,3 +194,25 @@ def test_a_planted_tokenizer_json_is_ignored(tmp_path: Path) -> None:
     tok = smollm2.hf_tokenizer(_planted(tmp_path, gguf))
     assert len(tok) == 49152  # the GGUF's vocabulary, not the planted one's 3 entries
     assert tok.encode("The storm", add_special_tokens=False) == [504, 5670]  # the README's IDs, not [1, 2]
+
+
+@pytest.mark.parametrize("argv", [["check", "smollm2", "--claim", "EMB-2", "--quiet"],
+                                  ["explain", "hi", "--target", "smollm2"],
+                                  ["figures", "OUT", "--only", "3-length"]])
+def test_the_command_line_names_an_unusable_cache_in_one_line(empty_cache: Path, tmp_path: Path, argv: list[str],
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #14: a cache path that is a file was a raw OSError traceback; now exit 2 and one line naming it."""
+    from spec.cli import main
+
+    if "figures" in argv:
+        pytest.importorskip("matplotlib")
+    empty_cache.parent.mkdir(parents=True)
+    empty_cache.write_text("a file, not a folder")
+    monkeypatch.setattr(smollm2, "_LOADED", {})  # a model this process loaded already is not the point here
+    monkeypatch.setattr(smollm2.subprocess, "run", lambda *a, **k: pytest.fail("downloaded into an unusable cache"))
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("next-token-spec: error: "), err
+    assert f"cache folder {empty_cache} cannot be used" in err and "Traceback" not in err

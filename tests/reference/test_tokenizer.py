@@ -555,6 +555,27 @@ UNREPRODUCIBLE = [
 ]
 
 
+def test_a_tokenizer_json_that_is_not_one_is_named_without_hanging(tmp_path: Path) -> None:
+    """Issue #14 audit: a FIFO blocked the reader for ever; bad JSON was a bare JSONDecodeError, a JSON list an
+    AttributeError. Each is now a ValueError naming the file (a missing one stays FileNotFoundError)."""
+    import os
+
+    cases: list[tuple[Path, str]] = [(tmp_path, "not a regular file")]
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo.json")
+        cases.append((tmp_path / "fifo.json", "not a regular file"))
+    for name, data, words in (("cut.json", b'{"model": ', "not a UTF-8 JSON tokenizer file"),
+                              ("latin1.json", b'{"a": "\xff"}', "not a UTF-8 JSON tokenizer file"),
+                              ("list.json", b"[1, 2]", "a JSON list")):
+        (tmp_path / name).write_bytes(data)
+        cases.append((tmp_path / name, words))
+    for path, words in cases:
+        with pytest.raises(ValueError, match=rf"^path: '{regex.escape(str(path))}' (is |holds )?{words}"):
+            ByteBPETokenizer.from_hf_tokenizer_json(path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ByteBPETokenizer.from_hf_tokenizer_json(tmp_path / "gone.json")
+
+
 @pytest.mark.hf
 @pytest.mark.parametrize(("key", "value", "message"), UNREPRODUCIBLE, ids=[k for k, _, _ in UNREPRODUCIBLE])
 def test_hf_files_that_cannot_be_reproduced_are_rejected(
@@ -641,6 +662,20 @@ def test_long_words_encode_in_near_linear_time() -> None:
     assert tok.encode("ab" * 50_000) == [257] * 25_000  # 50,000 "ab", then paired leftmost first
     assert tok.encode("ab" * 50_000 + "a") == [257] * 25_000 + [ord("a")]
     assert tok.encode("b" + "ab" * 50_000) == [ord("b")] + [257] * 25_000
+
+
+def test_a_100_kb_word_encodes_within_a_deadline(tok: ByteBPETokenizer) -> None:
+    """Issue #14: the merge loop was quadratic in a word's length (32 KB took 98 s, so 100 KB ~15 min); now ~0.5 s.
+    Run in a thread so that a regression fails here after DEADLINE seconds instead of holding up CI for minutes."""
+    import threading
+
+    deadline = 60.0  # ~100x the measured time, for a loaded CI machine
+    word, done = "the" * 33_334, []
+    worker = threading.Thread(target=lambda: done.append(tok.encode(word)), daemon=True)
+    worker.start()
+    worker.join(deadline)
+    assert done, f"encoding one 100 KB word took more than {deadline:.0f} s: the merges are no longer O(n log n)"
+    assert tok.decode(done[0]) == word
 
 
 def test_long_words_on_a_trained_vocabulary(tok: ByteBPETokenizer) -> None:

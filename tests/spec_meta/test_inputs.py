@@ -29,7 +29,8 @@ from spec.catalog import CATALOG, load_all
 from spec.cli import main
 from spec.errors import InputError
 from spec.expectations import MAX_BYTES, MissingExpectations, for_target, load
-from spec.runner import FAILED, PASSED, Result, ShrinkBudgetSpent, run_claim
+from spec.pool import MAX_JOBS
+from spec.runner import FAILED, MAX_TIMEOUT, PASSED, Result, ShrinkBudgetSpent, run_claim
 from spec.targets import registry
 from spec.targets.reference_target import ReferenceTarget
 
@@ -55,6 +56,9 @@ def no_build(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("spec.explain.builtin_target", refuse)
     monkeypatch.setattr("spec.runner.run_catalog", refuse)
     monkeypatch.setattr("spec.runner.run_claim", refuse)
+    monkeypatch.setattr("spec.zoo.run_both", refuse)
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", refuse)  # zoo --jobs N > 1
+    monkeypatch.setattr("spec.figures.save", refuse)  # a figure is never written either
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
@@ -80,6 +84,7 @@ def refused(argv: list[str], *words: str) -> str:
 FACTORIES = '''
 import torch
 from torch import nn
+from spec.target import Target
 from spec.targets.reference_target import ReferenceTarget
 
 def raises():
@@ -105,6 +110,31 @@ def ignores(device="cpu", dtype=torch.float32):
 
 def anything(**kw):
     return ReferenceTarget.from_preset("gpt2-tiny", **kw)
+
+class LogitsOnly(Target):
+    name, vocab_size = "logits-only", 11
+
+    def logits(self, ids, attention_mask=None):
+        return torch.zeros(*ids.shape, self.vocab_size)
+
+def logits_only():
+    return LogitsOnly()
+
+class TextOnly(LogitsOnly):
+    """A tokenizer and logits, nothing else (no residual states, no attention weights)."""
+    name = "text-only"
+
+    def __init__(self):
+        from spec.targets.tokenizers import builtin_tokenizer
+
+        self.tok = builtin_tokenizer()
+        self.vocab_size = self.tok.vocab_size
+
+    def tokenizer(self):
+        return self.tok
+
+def text_only():
+    return TextOnly()
 '''
 
 
@@ -158,6 +188,17 @@ def test_bad_factory_targets_are_one_line(factories: str, spec: str, words: tupl
     ["figures", "/tmp", "--only", "nope"],
     ["zoo", "--mutant", "nope"],
     ["bogus-command"],
+    # found beyond the issue's list (the audit of issue #14)
+    ["check", "reference", "--report", ""],  # was ignored: the run went ahead and wrote no report
+    ["check", "reference", "--timeout", "1e300"],  # was an OverflowError in the first example: a claim "failed"
+    ["check", "reference", "--timeout", "0"],
+    ["check", "reference", "--timeout", "nan"],
+    ["check", "reference", "-j", "0"],
+    ["zoo", "--jobs", "100000"],  # was taken: one process per mutant
+    ["zoo", "--jobs", "0"],
+    ["figures", "", "--only", "1-toy-softmax"],  # was the working directory
+    ["explain", "ab\udcffc"],  # a byte that is not UTF-8 on the command line (surrogateescape): was a traceback
+    ["explain", "\ud800"],
 ])
 def test_bad_options_are_refused_before_any_work(no_build: None, argv: list[str]) -> None:
     refused(argv)
@@ -259,8 +300,16 @@ class WholeNumbers(ReferenceTarget):
         return (super().logits(ids, attention_mask) * 100).long()
 
 
+class Elsewhere(ReferenceTarget):
+    """Logits on another device than the target says it computes on (meta stands in for a GPU here)."""
+
+    def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return super().logits(ids, attention_mask).to("meta")
+
+
 @pytest.mark.parametrize("cid", ["ATT-4", "GEN-4", "OUT-7"])
-@pytest.mark.parametrize(("kind", "words"), [(WrongShape, "returned shape"), (WholeNumbers, "returned dtype int64")])
+@pytest.mark.parametrize(("kind", "words"), [(WrongShape, "returned shape"), (WholeNumbers, "returned dtype int64"),
+                                             (Elsewhere, "returned a tensor on meta; expected the target's device")])
 def test_malformed_logits_fail_on_the_first_example(cid: str, kind: type[ReferenceTarget], words: str) -> None:
     target = kind(ReferenceTarget.from_preset("gpt2-tiny").model, name="malformed")
     r = run_claim(CATALOG[cid], target, profile=FAST)
@@ -448,6 +497,9 @@ def test_numeric_options_refused_exactly_when_bad(no_build: None, value: str) ->
     if _as_option(value):  # argparse's own reading of a leading '-': only the contract holds
         for option in ("--temperature", "--steps", "--top"):
             contract(["explain", "hi", option, value])
+        for option in ("--shrink-seconds", "--seed", "--timeout", "-j"):
+            contract(["check", "reference", option, value])
+        contract(["zoo", "--jobs", value])
         return
     x, n = _number(value), _whole(value)
     temperature_ok = x is not None and math.isfinite(x) and x >= 0
@@ -457,6 +509,11 @@ def test_numeric_options_refused_exactly_when_bad(no_build: None, value: str) ->
     shrink_ok = x is not None and x >= 0
     assert (contract(["check", "reference", "--claim", "EMB-2", "--shrink-seconds", value]) is None) == shrink_ok
     assert (contract(["check", "reference", "--claim", "EMB-2", "--seed", value]) is None) == (n is not None)
+    timeout_ok = x is not None and 0 < x <= MAX_TIMEOUT
+    assert (contract(["check", "reference", "--claim", "EMB-2", "--timeout", value]) is None) == timeout_ok
+    jobs_ok = n is not None and 1 <= n <= MAX_JOBS
+    assert (contract(["check", "reference", "--claim", "EMB-2", "-j", value]) is None) == jobs_ok
+    assert (contract(["zoo", "--mutant", "attn-scale-none", "--jobs", value]) is None) == jobs_ok
 
 
 @FUZZ
@@ -467,6 +524,32 @@ def test_claim_ids_paths_and_prompts(no_build: None, cid: str, path: str, prompt
     contract(["check", "reference", "--report", path])
     contract(["check", "reference", "--expectations", path])
     assert (contract(["explain", prompt, "--target", "builtin"]) is None) == bool(prompt)
+
+
+RAW = st.binary(max_size=30).map(os.fsdecode)  # what argv holds for arbitrary bytes: non-UTF-8 as lone surrogates
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@FUZZ
+@given(prompt=RAW | st.text(st.characters(codec=None, categories=["Cs", "Ll", "Zs"]), max_size=10),
+       path=RAW)
+def test_random_bytes_as_prompts_and_paths(no_build: None, tmp_path_factory: pytest.TempPathFactory, prompt: str,
+                                           path: str) -> None:
+    """Prompts: refused exactly when empty or not UTF-8 (a lone surrogate), else the model is asked for. Paths (for
+    --report, --expectations, figures' OUTDIR under a temporary folder): exit 2 and one line, or on to the work."""
+    assume(not prompt.startswith("-") and not path.startswith("-"))
+    assert (contract(["explain", prompt, "--target", "builtin"]) is None) == (bool(prompt) and _utf8(prompt))
+    contract(["check", "reference", "--report", path])
+    contract(["check", "reference", "--expectations", path])
+    out = tmp_path_factory.mktemp("figures")
+    contract(["figures", str(out / path) if path else "", "--only", "1-toy-softmax"])
 
 
 def _importable(module: str) -> bool:
@@ -564,3 +647,219 @@ def test_an_example_past_its_deadline_fails_the_claim_as_timed_out() -> None:
     ok = run_claim(CATALOG["GEN-4"], base, profile=settings(max_examples=3, database=None),
                    invocation=Invocation(timeout=30))
     assert ok.status != FAILED, ok.detail
+
+
+# -- beyond the issue's list: classes the audit of issue #14 found --------------------------------------------------
+def test_explain_and_figures_refuse_a_target_without_a_tokenizer(factories: str, tmp_path: Path) -> None:
+    """Both start from text: a target without a tokenizer was a NotExposed traceback after the model loaded."""
+    refused(["explain", "hi", "--target", "inputs_factories:logits_only"], "inputs_factories:logits_only",
+            "no tokenizer")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    refused(["figures", str(out), "--only", "2-temperature", "--target", "inputs_factories:logits_only"],
+            "logits-only", "no tokenizer")
+    assert list(out.iterdir()) == []
+
+
+def test_figures_name_the_capability_a_figure_needs(factories: str, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    refused(["figures", str(out), "--only", "4-residual-norms", "--target", "inputs_factories:text_only"],
+            "4-residual-norms", "residual_states", "text-only")
+    assert list(out.iterdir()) == []
+
+
+class _Refusing(ReferenceTarget):
+    """A tokenizer that refuses some text (as SmolLM2's does for a byte its vocabulary lacks)."""
+
+    def tokenizer(self) -> object:  # type: ignore[override]
+        class Tok:
+            vocab_size = 97
+
+            def encode(self, text: str) -> list[int]:
+                raise ValueError("text needs the byte 0x80, which the vocabulary lacks")
+
+        return Tok()
+
+
+def test_explain_says_when_the_tokenizer_cannot_encode_the_prompt() -> None:
+    from spec.explain import explain
+
+    target = _Refusing(ReferenceTarget.from_preset("gpt2-tiny").model, name="refusing")
+    with pytest.raises(InputError, match=r"^prompt: target refusing's tokenizer cannot encode it: .*0x80"):
+        list(explain("hi", target=target))
+
+
+@pytest.mark.parametrize(("kw", "words"), [
+    ({"steps": "3"}, "steps '3'"), ({"steps": True}, "steps True"), ({"top": 0}, "top 0"),
+    ({"temperature": float("nan")}, "temperature nan"), ({"temperature": "0.7"}, "temperature '0.7'"),
+    ({"device": "tpu"}, "device"), ({"dtype": "float8"}, "dtype"),
+])
+def test_explain_api_checks_its_arguments_before_building(no_build: None, kw: dict[str, object], words: str) -> None:
+    from spec.explain import explain
+
+    with pytest.raises(InputError, match=re.escape(words)):
+        list(explain("hi", target="builtin", **kw))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="prompt: expected a str, got bytes"):
+        list(explain(b"hi", target="builtin"))  # type: ignore[arg-type]
+
+
+def test_a_prompt_longer_than_the_context_is_refused_naming_the_limit() -> None:
+    refused(["explain", "word " * 300, "--target", "builtin"], "602 tokens", "256 positions")
+
+
+@pytest.mark.parametrize(("spec", "package"), [
+    ("hf:gpt2", "transformers"), ("hf:llama", "transformers"), ("tlens:gpt2-tiny", "transformer_lens"),
+    ("tlens:llama-tiny", "transformer_lens"), ("onnx:reference:llama-tiny", "onnxruntime"),
+    ("llamacpp:smollm2", "llama_cpp"),
+])
+def test_targets_refuse_more_positions_than_their_context(spec: str, package: str) -> None:
+    """Past its context a model failed deep inside (transformers: IndexError for learned positions; TransformerLens: a
+    bare size mismatch) or computed on silently (transformers' rotary models; the ONNX graph gave finite logits for
+    65 positions of a 64-position model; llama.cpp: 'RuntimeError: llama_decode returned 1'): each names the limit
+    now."""
+    from spec.cli import model_unavailable
+
+    pytest.importorskip(package)
+    try:
+        t = registry.resolve(spec)
+    except RuntimeError as err:
+        if not model_unavailable(err):
+            raise
+        pytest.skip(f"SmolLM2 GGUF not available: {err}")
+    n = t.max_positions
+    ok, long = torch.zeros(1, n, dtype=torch.long), torch.zeros(1, n + 1, dtype=torch.long)
+    assert t.logits(ok).shape[1] == n
+    too_long = rf"target .*: {n + 1} positions asked for, but its context length is {n}; give at most {n} tokens"
+    with pytest.raises(ValueError, match=too_long):
+        t.logits(long)
+    with pytest.raises(ValueError, match=too_long):
+        t.decode(long, 1)
+    if "generate" in t.capabilities:
+        with pytest.raises(ValueError, match=too_long):
+            t.generate(ok, 1)
+
+
+def test_nothing_is_written_to_the_working_directory_for_an_empty_name(no_build: None, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    refused(["check", "reference", "--report", ""], "--report", "empty")
+    refused(["figures", "", "--only", "1-toy-softmax"], "OUTDIR", "empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_budgets_given_to_the_api_are_checked_before_building(no_build: None) -> None:
+    from spec.check import Check
+    from spec.runner import Invocation
+
+    for kw, words in (({"timeout": 1e300}, "--timeout"), ({"timeout": 0}, "--timeout"),
+                      ({"shrink_seconds": float("nan")}, "--shrink-seconds"), ({"shrink_seconds": -1},
+                                                                                 "--shrink-seconds")):
+        with pytest.raises(InputError, match=words):
+            Invocation(**kw)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match=words):
+            Check("reference", **kw)  # type: ignore[arg-type]
+    assert Invocation(timeout=1e6, shrink_seconds=float("inf")).timeout == 1e6
+
+
+@pytest.mark.parametrize("argv", [["check", "reference", "--claim", "EMB-2"], ["explain", "hi", "--target", "x:y"]])
+def test_ctrl_c_while_a_model_loads_is_one_line_and_130(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(registry, "resolve", interrupted)
+    code, _, err = run(argv)
+    assert code == 130 and err == "next-token-spec: interrupted\n", err
+
+
+def test_a_prompt_of_raw_bytes_on_the_command_line_is_refused_in_a_process() -> None:
+    """The bytes a shell passes: not UTF-8, so Python's argv holds a lone surrogate; refused before a model loads."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "spec.cli", "explain", b"ab\xffc", "--target", "builtin"],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count(b"\n") == 1 and b"the byte 0xff" in proc.stderr, proc.stderr
+
+
+# the pytest plugin: a bad --target or option is a usage error at start-up, a target that cannot be built is one
+# line per item and is tried once
+def test_the_plugin_refuses_a_bad_target_or_option_at_start_up(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".toml", notafolder="")
+    for args, words in ((["--target", "nope"], "--target nope: unknown target 'nope'"),
+                        (["--target", "a b:c"], "not a target name"),
+                        (["--target", "reference", "--shrink-seconds", "nan"], "--shrink-seconds: must be a number"),
+                        (["--target", "reference", "--shrink-seconds", "-1"], "--shrink-seconds: must be a number"),
+                        (["--target", "reference", "--expectations", "notafolder.toml"], "is not a folder"),
+                        (["--target", "reference", "--expectations", "gone"], "does not exist")):
+        result = pytester.runpytest_inprocess(*args, "-p", "no:randomly", "-p", "no:cacheprovider")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, (args, result.stderr.str())
+        assert words in result.stderr.str(), (args, result.stderr.str())
+
+
+def test_the_plugin_tries_a_target_that_cannot_be_built_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(inputs_plugin_factory="def build():\n    with open('calls.txt', 'a') as f:\n"
+                                              "        f.write('1')\n    raise RuntimeError('no weights here')\n")
+    pytester.syspathinsert()
+    result = pytester.runpytest_inprocess("--target", "inputs_plugin_factory:build", "-k", "EMB", "-p", "no:randomly",
+                                          "-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] >= 5 and "passed" not in outcomes, outcomes
+    text = result.stdout.str()
+    assert "Traceback" not in text
+    assert "\ntarget inputs_plugin_factory:build: the factory raised RuntimeError: no weights here\n" in text
+    assert (pytester.path / "calls.txt").read_text() == "1"  # built once, not once per claim
+
+
+def test_an_expectations_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "latin1.toml"
+    f.write_bytes(b'[[deviation]]\nclaim = "GEN-3"\nreason = "caf\xe9"\n')
+    with pytest.raises(InputError, match=r"latin1\.toml is not UTF-8 text \(byte 43\)"):
+        load(f, IDS)
+
+
+def test_a_bad_profile_in_the_environment_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                      pytester: pytest.Pytester) -> None:
+    """NEXT_TOKEN_SPEC_PROFILE=bogus was a ValueError traceback from check and an INTERNALERROR from pytest."""
+    monkeypatch.setenv("NEXT_TOKEN_SPEC_PROFILE", "bogus")
+    refused(["check", "reference", "--claim", "EMB-2"], "NEXT_TOKEN_SPEC_PROFILE", "ci, dev, thorough", "'bogus'")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "NEXT_TOKEN_SPEC_PROFILE must be one of ci, dev, thorough, got 'bogus'" in result.stderr.str()
+
+
+@pytest.mark.parametrize("value", ["[" * 50_000 + "]" * 50_000, "{b = " * 5_000 + "1" + "}" * 5_000])
+def test_toml_nested_too_deeply_is_an_input_error(tmp_path: Path, value: str) -> None:
+    """Issue #14 audit: tomllib recurses per level, so a[[[[... (well under MAX_BYTES) was a RecursionError."""
+    f = tmp_path / "deep.toml"
+    f.write_text(f"a = {value}\n")
+    with pytest.raises(InputError, match=r"deep\.toml nests arrays or tables too deeply"):
+        load(f, IDS)
+
+
+def test_figures_refuse_a_target_that_is_no_target_before_writing_any(no_build: None, tmp_path: Path) -> None:
+    """Issue #14 audit: figures OUTDIR --target nope wrote the model-free figure 1, then refused the target."""
+    refused(["figures", str(tmp_path / "out"), "--target", "nope"], "unknown target 'nope'")
+    refused(["figures", str(tmp_path / "out"), "--target", "a b:c", "--only", "3-length"], "not a target name")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("temperature", ["1e-40", "1e-320"])
+def test_explain_at_a_tiny_temperature_shows_the_limit_not_nan(temperature: str) -> None:
+    """Issue #14 audit: explain divided the logits by T itself, so p(T=1e-40) was nan for every token (bug 2 of the
+    issue, fixed in reference.sampling, was still in explain's own softmax)."""
+    code, out, err = run(["explain", "The storm is", "--target", "builtin", "--temperature", temperature, "--top", "3"])
+    assert code == 0, err
+    rows = out.split("softmax:\n")[1].split("\n6.")[0].splitlines()[1:]
+    assert "nan" not in out and [r.split()[-1] for r in rows] == ["1.0000", "0.0000", "0.0000"], out
+
+
+def test_explain_refuses_nan_logits() -> None:
+    from spec.explain import builtin_target, explain
+
+    t = builtin_target()
+    with torch.no_grad():
+        t.model.blocks[0].mlp.W_out.fill_(float("nan"))  # type: ignore[attr-defined]
+    with pytest.raises(InputError, match=r"builtin \(random weights\): its logits at step 1 hold NaN or \+inf"):
+        list(explain("The storm is", target=t))

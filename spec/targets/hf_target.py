@@ -120,6 +120,7 @@ class HFTarget(Target):
     def embed(self, ids: Tensor) -> Tensor:
         """HF's hidden_states[0]: what enters the first block (after the family's scale, positions or norm), taken
         as the first decoder layer's input, the pass stopped there (no block or unembedding runs for it)."""
+        self.check_length(ids.shape[-1])
         layers = decoder_layers(self.model)
         if layers is not None and len(layers) > 0:
             got = inputs_of([layers[0]], lambda: self.model(input_ids=ids, use_cache=False))

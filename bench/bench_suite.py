@@ -1,16 +1,18 @@
 """Issue #13's goals in one run: how long `check` takes on four targets, how much memory `check smollm2` needs, and
 how long the README's test command's pytest part takes.
 
-    python bench/bench_suite.py [--skip-pytest] [-j N] [--mutant NAME]
+    python bench/bench_suite.py [--skip-pytest] [-j N] [--mutant NAME] [--llama-1b]
 
 Each case is a subprocess run from the repository root, as a person would type it (`check` with --quiet, the
-derandomized ci profile; `-j N` is passed through to every check; without it, check's default, the cores
-available). Timed: `check reference:llama-tiny`, `check hf:llama`, `check mutant:NAME` (a zoo mutant the catalog
-kills: its failures are shrunk, up to 5 s each), `check smollm2`, and `python -m pytest -n 2` (the README's
-command after its installs; it takes minutes, --skip-pytest leaves it out). Memory of `check smollm2`, two ways:
-the peak resident set of its largest process (the parent or one worker: VmHWM sampled every 0.2 s from /proc, as
-the workers are the fork server's children, beyond wait4's ru_maxrss), and the peak of the whole process tree's
-proportional set size (PSS: shared pages counted once, split between the processes sharing them), sampled as
+derandomized ci profile; `-j N` is passed through to every check; without it, check's default: the cores available,
+one process for a target with over 256 MiB of weights). Timed: `check reference:llama-tiny`, `check hf:llama`,
+`check mutant:NAME` (a zoo mutant the catalog kills: its failures are shrunk, up to 5 s each), `check smollm2`, and
+`python -m pytest -n 2` (the README's command after its installs; it takes minutes, --skip-pytest leaves it out),
+and with --llama-1b ``check bench.llama_1b:factory``, a random-weight Llama with Llama-3.2-1B's shapes (goal: a
+verdict in 15 min at 1.5x its weights; bench/bench_claims.py profiles it claim by claim). Memory of `check smollm2`,
+two ways: the peak resident set of its largest process (the parent or one worker: VmHWM sampled every 0.2 s from
+/proc, as the workers are the fork server's children, beyond wait4's ru_maxrss), and the peak of the whole process
+tree's proportional set size (PSS: shared pages counted once, split between the processes sharing them), sampled as
 often -- with workers, the tree's is what the machine must have.
 
 Prints a table with each goal beside the measured value, the exit statuses, and the load average at the start and
@@ -53,7 +55,10 @@ class Measured:
     tail: str  # the last lines of its output
 
 
-def cases(jobs: int | None, mutant: str, pytest: bool) -> list[Case]:
+LLAMA_1B_WEIGHTS = 4.943e9  # bytes: bench.llama_1b's float32 parameters (1.236 B, tied)
+
+
+def cases(jobs: int | None, mutant: str, pytest: bool, llama_1b: bool = False) -> list[Case]:
     j = ["-j", str(jobs)] if jobs else []
     out = [
         Case("check reference:llama-tiny", [*CHECK, "reference:llama-tiny", "--quiet", "--profile", "ci", *j], 5),
@@ -62,6 +67,10 @@ def cases(jobs: int | None, mutant: str, pytest: bool) -> list[Case]:
              30, expect_exit=(1,)),
         Case("check smollm2", [*CHECK, "smollm2", "--quiet", "--profile", "ci", *j], 45, goal_memory=1.2e9),
     ]
+    if llama_1b:  # outside CI: minutes of a 1B model's forward passes; check's default -j is 1 for it
+        out.append(Case("check bench.llama_1b:factory (1.24 B parameters)",
+                        [*CHECK, "bench.llama_1b:factory", "--quiet", "--profile", "ci", *j], 15 * 60,
+                        goal_memory=1.5 * LLAMA_1B_WEIGHTS))
     if pytest:
         out.append(Case("README pytest (python -m pytest -n 2)", [sys.executable, "-m", "pytest", "-n", "2", "-q"],
                         6 * 60))
@@ -130,6 +139,8 @@ def main() -> None:
     parser.add_argument("--skip-pytest", action="store_true", help="leave out the README's pytest run (minutes)")
     parser.add_argument("-j", "--jobs", type=int, default=None, help="passed to every check (default: check's own)")
     parser.add_argument("--mutant", default="gqa-tiled-heads", help="the zoo mutant (default gqa-tiled-heads)")
+    parser.add_argument("--llama-1b", action="store_true",
+                        help="also check a random Llama with Llama-3.2-1B's shapes (bench/llama_1b.py; 4.9 GB, long)")
     args = parser.parse_args()
     load_start = os.getloadavg()
     print(f"{os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} available), load average "
@@ -137,7 +148,7 @@ def main() -> None:
           + (f"; OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}" if "OMP_NUM_THREADS" in os.environ else ""),
           flush=True)
     rows: list[tuple[str, str, str, str, str]] = []
-    for case in cases(args.jobs, args.mutant, not args.skip_pytest):
+    for case in cases(args.jobs, args.mutant, not args.skip_pytest, args.llama_1b):
         m = run(case)
         ok = m.seconds <= case.goal_seconds and m.exit in case.expect_exit
         rows.append((case.name, f"<= {case.goal_seconds:g} s", f"{m.seconds:.1f} s", str(m.exit),

@@ -98,19 +98,23 @@ class Transformer(nn.Module):
     # -- the forward pass -------------------------------------------------------------
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None, *,
                 return_states: bool = False, return_attentions: bool = False,
-                last_logits_only: bool = False) -> ForwardOutput:
+                last_logits_only: bool = False, unembed: bool = True) -> ForwardOutput:
         """ids [batch, seq] (left-padded where ``attention_mask`` is 0) -> ForwardOutput.
 
         With a cache, ``ids`` are the tokens after those already cached; the cache is
         advanced in place. ``last_logits_only`` unembeds the last position alone: only it
         chooses the next token (claim OUT-7), and the [seq, vocab] product is the largest
-        one in a prompt's pass. A NaN or inf weight gives non-finite logits on both attention
-        paths, never finite ones (``attention.keep_non_finite``); ``generate`` refuses them.
+        one in a prompt's pass. ``unembed=False`` unembeds no position (logits [batch, 0,
+        vocab]): a probe of the residual stream needs only the blocks. A NaN or inf weight
+        gives non-finite logits on both attention paths, never finite ones
+        (``attention.keep_non_finite``); ``generate`` refuses them.
         """
         states, attentions, real = self._blocks(ids, attention_mask, cache, return_attentions)
         h, s = states[-1], self.stages
         if last_logits_only:
             h = s.last_position(h, real)[:, None]  # [batch, 1, d_model]
+        if not unembed:
+            h = h[:, :0]  # [batch, 0, d_model]
         logits = s.unembed(s.final_norm(self.final_norm, h), self.W_U, self.b_U)  # [batch, seq or 1, vocab]
         return ForwardOutput(
             logits=logits,
@@ -121,12 +125,13 @@ class Transformer(nn.Module):
     @torch.no_grad()
     def residual_stream(self, ids: Tensor, attention_mask: Tensor | None = None, *,
                         return_attentions: bool = False) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-        """The residual states (n_layers + 1, as ``forward(return_states=True)``) and, on request, each layer's
-        attention weights, from the blocks alone: no final norm and no unembedding. A probe of the stream needs
-        nothing after the last block, and the [batch, seq, vocab] product is the largest of a pass (ATT-1's 641
-        four-token rows on SmolLM2: 504 MB of logits nobody reads)."""
-        states, attentions, _ = self._blocks(ids, attention_mask, None, return_attentions)
-        return tuple(states), tuple(attentions)
+        """The residual states (n_layers + 1) and, on request, each layer's attention weights, from a forward pass
+        that unembeds no position: a probe of the stream needs nothing after the last block, and the [batch, seq,
+        vocab] product is the largest of a pass (ATT-1's 641 four-token rows on SmolLM2: 504 MB of logits nobody
+        reads). It is a call of the module, so hooks and a compiled forward apply as to any other pass."""
+        out = self(ids, attention_mask, return_states=True, return_attentions=return_attentions, unembed=False)
+        assert out.states is not None
+        return out.states, out.attentions or ()
 
     def _blocks(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache | None,
                 return_attentions: bool) -> tuple[list[Tensor], list[Tensor], Tensor]:

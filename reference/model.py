@@ -109,34 +109,6 @@ class Transformer(nn.Module):
         gives non-finite logits on both attention paths, never finite ones
         (``attention.keep_non_finite``); ``generate`` refuses them.
         """
-        states, attentions, real = self._blocks(ids, attention_mask, cache, return_attentions)
-        h, s = states[-1], self.stages
-        if last_logits_only:
-            h = s.last_position(h, real)[:, None]  # [batch, 1, d_model]
-        if not unembed:
-            h = h[:, :0]  # [batch, 0, d_model]
-        logits = s.unembed(s.final_norm(self.final_norm, h), self.W_U, self.b_U)  # [batch, seq or 1, vocab]
-        return ForwardOutput(
-            logits=logits,
-            states=tuple(states) if return_states else None,
-            attentions=tuple(attentions) if return_attentions else None,
-        )
-
-    @torch.no_grad()
-    def residual_stream(self, ids: Tensor, attention_mask: Tensor | None = None, *,
-                        return_attentions: bool = False) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-        """The residual states (n_layers + 1) and, on request, each layer's attention weights, from a forward pass
-        that unembeds no position: a probe of the stream needs nothing after the last block, and the [batch, seq,
-        vocab] product is the largest of a pass (ATT-1's 641 four-token rows on SmolLM2: 504 MB of logits nobody
-        reads). It is a call of the module, so hooks and a compiled forward apply as to any other pass."""
-        out = self(ids, attention_mask, return_states=True, return_attentions=return_attentions, unembed=False)
-        assert out.states is not None
-        return out.states, out.attentions or ()
-
-    def _blocks(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache | None,
-                return_attentions: bool) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """Embedding and every block: the states (n_layers + 1 of [batch, seq, d_model]), the attention weights
-        (explicit path, on request, or whatever the explicit path returns), and which positions are real."""
         cfg, s, scheme = self.cfg, self.stages, self.cfg.scheme
         check_ids(ids, cfg.vocab_size, self.device)
         mask = None if attention_mask is None else check_mask(attention_mask, ids, self.device)
@@ -171,7 +143,27 @@ class Transformer(nn.Module):
                 attentions.append(weights)
         if cache is not None:
             cache.advance(real)
-        return states, attentions, real
+        if last_logits_only:
+            h = s.last_position(h, real)[:, None]  # [batch, 1, d_model]
+        if not unembed:
+            h = h[:, :0]  # [batch, 0, d_model]
+        logits = s.unembed(s.final_norm(self.final_norm, h), self.W_U, self.b_U)  # [batch, seq or 1, vocab]
+        return ForwardOutput(
+            logits=logits,
+            states=tuple(states) if return_states else None,
+            attentions=tuple(attentions) if return_attentions else None,
+        )
+
+    @torch.no_grad()
+    def residual_stream(self, ids: Tensor, attention_mask: Tensor | None = None, *,
+                        return_attentions: bool = False) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """The residual states (n_layers + 1) and, on request, each layer's attention weights, from a forward pass
+        that unembeds no position: a probe of the stream needs nothing after the last block, and the [batch, seq,
+        vocab] product is the largest of a pass (ATT-1's 641 four-token rows on SmolLM2: 504 MB of logits nobody
+        reads). It is a call of the module, so hooks and a compiled forward apply as to any other pass."""
+        out = self(ids, attention_mask, return_states=True, return_attentions=return_attentions, unembed=False)
+        assert out.states is not None
+        return out.states, out.attentions or ()
 
     def _embed(self, ids: Tensor, pos: Tensor) -> Tensor:
         """Token rows plus what the position scheme adds (claims EMB-1, POS-2)."""

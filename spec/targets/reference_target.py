@@ -113,7 +113,7 @@ class ReferenceTarget(Target):
 
     @torch.no_grad()
     def residual_states(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:
-        return self.model.residual_stream(ids, attention_mask)[0]  # the blocks alone: no logits computed
+        return self.model.residual_stream(ids, attention_mask)[0]  # no position unembedded
 
     @torch.no_grad()
     def attention_weights(self, ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, ...]:

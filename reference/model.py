@@ -98,7 +98,8 @@ class Transformer(nn.Module):
     # -- the forward pass -------------------------------------------------------------
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None, cache: KVCache | None = None, *,
                 return_states: bool = False, return_attentions: bool = False,
-                last_logits_only: bool = False, unembed: bool = True) -> ForwardOutput:
+                last_logits_only: bool = False, unembed: bool = True,
+                stop_at_layer: int | None = None) -> ForwardOutput:
         """ids [batch, seq] (left-padded where ``attention_mask`` is 0) -> ForwardOutput.
 
         With a cache, ``ids`` are the tokens after those already cached; the cache is
@@ -107,12 +108,18 @@ class Transformer(nn.Module):
         one in a prompt's pass. ``unembed=False`` unembeds no position (logits [batch, 0,
         vocab]): a probe of the residual stream needs only the blocks. A NaN or inf weight
         gives non-finite logits on both attention paths, never finite ones
-        (``attention.keep_non_finite``); ``generate`` refuses them.
+        (``attention.keep_non_finite``); ``generate`` refuses them. ``stop_at_layer=L`` runs
+        blocks 0..L-1 only and unembeds nothing, as TransformerLens's argument of that name:
+        a probe of layer L's input needs no later block (states: L + 1 entries).
         """
         cfg, s, scheme = self.cfg, self.stages, self.cfg.scheme
         check_ids(ids, cfg.vocab_size, self.device)
         mask = None if attention_mask is None else check_mask(attention_mask, ids, self.device)
         past = self._check_cache(cache, ids)
+        if stop_at_layer is not None and cache is not None:
+            raise ValueError("stop_at_layer: not allowed with a cache (the cache would hold some layers only)")
+        if stop_at_layer is not None and not 0 <= stop_at_layer <= cfg.n_layers:
+            raise ValueError(f"stop_at_layer: {stop_at_layer}; allowed: 0..{cfg.n_layers} (n_layers)")
         b, t = ids.shape
         if past + t > cfg.max_positions:
             raise ValueError(f"ids: {past} cached + {t} new tokens exceed max_positions={cfg.max_positions}")
@@ -136,6 +143,8 @@ class Transformer(nn.Module):
 
         states, attentions = [h], []
         for i, block in enumerate(self.blocks):
+            if i == stop_at_layer:
+                break
             h, weights = block(h, full_mask, rotary=rotary, bias=bias, cache=cache, layer=i,
                                explicit=explicit, causal=causal)
             states.append(h)
@@ -145,7 +154,7 @@ class Transformer(nn.Module):
             cache.advance(real)
         if last_logits_only:
             h = s.last_position(h, real)[:, None]  # [batch, 1, d_model]
-        if not unembed:
+        if not unembed or stop_at_layer is not None:
             h = h[:, :0]  # [batch, 0, d_model]
         logits = s.unembed(s.final_norm(self.final_norm, h), self.W_U, self.b_U)  # [batch, seq or 1, vocab]
         return ForwardOutput(
@@ -156,12 +165,15 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def residual_stream(self, ids: Tensor, attention_mask: Tensor | None = None, *,
-                        return_attentions: bool = False) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+                        return_attentions: bool = False,
+                        stop_at_layer: int | None = None) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
         """The residual states (n_layers + 1) and, on request, each layer's attention weights, from a forward pass
         that unembeds no position: a probe of the stream needs nothing after the last block, and the [batch, seq,
         vocab] product is the largest of a pass (ATT-1's 641 four-token rows on SmolLM2: 504 MB of logits nobody
-        reads). It is a call of the module, so hooks and a compiled forward apply as to any other pass."""
-        out = self(ids, attention_mask, return_states=True, return_attentions=return_attentions, unembed=False)
+        reads). It is a call of the module, so hooks and a compiled forward apply as to any other pass.
+        ``stop_at_layer=L``: blocks 0..L-1 only (states up to layer L's input)."""
+        out = self(ids, attention_mask, return_states=True, return_attentions=return_attentions, unembed=False,
+                   stop_at_layer=stop_at_layer)
         assert out.states is not None
         return out.states, out.attentions or ()
 

@@ -31,6 +31,7 @@ from spec.targets.hf_glass import (
     inputs_of,
     interface_ok,
     layout,
+    run_until,
 )
 from spec.tolerance import for_dtype
 
@@ -161,24 +162,42 @@ class HFTarget(Target):
         return (*out.hidden_states[:-1], captured[-1])
 
     @torch.no_grad()
-    def _attention_calls(self, ids: Tensor, attention_mask: Tensor | None = None) -> list[AttentionCall]:
-        """One forward pass with every layer's attention call recorded (spec.targets.hf_glass), one per layer."""
-        with attention_calls(self.model) as calls:
-            self.model(**self._kwargs(ids, attention_mask), use_cache=False)
+    def _attention_calls(self, ids: Tensor, attention_mask: Tensor | None = None,
+                         upto: int | None = None) -> list[AttentionCall]:
+        """One forward pass with each layer's attention call recorded (spec.targets.hf_glass), one per layer: every
+        layer's, or with ``upto`` layers 0..upto only. The pass stops where nothing more is needed -- before the next
+        decoder layer, or before the final norm (the unembedding never runs) -- and runs whole where the layers did
+        not each make one call by then (shared or reordered layers), so that the count is checked on the whole pass."""
         layers = decoder_layers(self.model)
-        if layers is not None and len(calls) != len(layers):
+        stop_at: nn.Module | None = None
+        want = 0
+        if layers is not None:
+            want = len(layers) if upto is None else upto + 1  # calls recorded when the pass stops
+            stop_at = layers[want] if want < len(layers) else self._final_norm
+
+        def run() -> None:
+            self.model(**self._kwargs(ids, attention_mask), use_cache=False)
+
+        with attention_calls(self.model) as calls:
+            stopped = run_until(stop_at, run)
+            if stopped and len(calls) != want:  # shared or reordered layers: the whole pass decides
+                calls.clear()
+                stopped = False
+                run()
+        if layers is not None and not stopped and len(calls) != len(layers):
             raise NotExposed("queries_keys", f"{len(calls)} attention calls for {len(layers)} decoder layers")
         return calls
 
     def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
-        """The queries and keys the layer handed its attention function (after positions), via AttentionInterface."""
-        call = self._attention_calls(ids)[layer]
+        """The queries and keys the layer handed its attention function (after positions), via AttentionInterface;
+        no later layer runs."""
+        call = self._attention_calls(ids, upto=layer)[layer]
         return call.queries(), call.key
 
     def attention_values(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
         """The values the layer handed its attention function and the function's output (each head's mix of values,
-        before o_proj), via AttentionInterface."""
-        call = self._attention_calls(ids)[layer]
+        before o_proj), via AttentionInterface; no later layer runs."""
+        call = self._attention_calls(ids, upto=layer)[layer]
         return call.value, call.output.transpose(1, 2)  # [B, H_kv, T, d_head], [B, H, T, d_head]
 
     @torch.no_grad()

@@ -121,9 +121,10 @@ class ReferenceTarget(Target):
 
     @torch.no_grad()
     def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
-        states = self.residual_states(ids)
+        """The layer's queries and keys after positions, from its input state: blocks after it do not run."""
         blk = self._block(layer)
-        q, k, _ = blk.attn.project(blk.N1(states[layer]))
+        h = self.model.residual_stream(ids, stop_at_layer=layer)[0][layer]  # [batch, seq, d_model]
+        q, k, _ = blk.attn.project(blk.N1(h))
         cfg, s = self.model.cfg, self.model.stages
         pos = s.positions(torch.ones_like(ids, dtype=torch.bool),
                           torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device), 0)

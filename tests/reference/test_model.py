@@ -531,3 +531,30 @@ def test_a_non_finite_weight_anywhere_gives_no_finite_logit(name: str, which: in
         with torch.no_grad():
             weight.copy_(kept)
         model.attention_impl = "fast"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_stop_at_layer_runs_the_first_blocks_only(name: str) -> None:
+    """stop_at_layer=L gives the whole pass's states 0..L bit for bit, runs no block from L on, and unembeds nothing;
+    a cache or a layer outside 0..n_layers is refused, naming the argument."""
+    model = build(PRESETS[name])
+    ids = rand_ids(model.cfg, 2, 5, seed=4)
+    whole = model.residual_stream(ids)[0]
+    ran: list[int] = []
+    hooks = [b.register_forward_pre_hook(lambda _m, _a, i=i: ran.append(i)) for i, b in enumerate(model.blocks)]
+    try:
+        for stop in range(model.cfg.n_layers + 1):
+            ran.clear()
+            with torch.no_grad():
+                out = model(ids, return_states=True, stop_at_layer=stop)
+            assert out.states is not None and len(out.states) == stop + 1
+            assert all(torch.equal(a, b) for a, b in zip(out.states, whole, strict=False))
+            assert ran == list(range(stop)) and out.logits.shape == (2, 0, model.cfg.vocab_size)
+    finally:
+        for h in hooks:
+            h.remove()
+    for bad in (-1, model.cfg.n_layers + 1):
+        with pytest.raises(ValueError, match=rf"stop_at_layer: {bad}; allowed: 0\.\.{model.cfg.n_layers}"):
+            model(ids, stop_at_layer=bad)
+    with pytest.raises(ValueError, match="stop_at_layer: not allowed with a cache"):
+        model(ids, None, model.new_cache(2), stop_at_layer=1)

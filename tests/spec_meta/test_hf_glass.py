@@ -156,3 +156,53 @@ def test_a_pass_that_skips_a_hooked_layer_falls_back_to_the_whole_pass() -> None
     assert inputs_of([layers[0], layers[1]], run) is None
     first = inputs_of([layers[0]], run)  # stopped at its first call: the embedding, as before
     assert first is not None and torch.equal(first[0], got[0])
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("family", GLASS)
+def test_stopped_attention_passes_record_what_the_whole_pass_does(family: str, implementation: str) -> None:
+    """queries_keys and attention_values stop the pass after their layer, attention_weights before the final norm:
+    each layer's query, key, value and output are bit for bit those of a whole pass with every call recorded, and
+    neither the layers after the one asked for nor the unembedding run."""
+    model = build_hf(family)
+    model.set_attn_implementation(implementation)
+    target = HFTarget(model, name=f"hf:{family}")
+    ids = _ids(3, (2, 7))
+    with torch.no_grad(), attention_calls(model) as whole:
+        model(input_ids=ids, use_cache=False)
+    head = model.get_output_embeddings()
+    layers = decoder_layers(model)
+    assert layers is not None and len(whole) == len(layers) >= 2
+    ran: list[str] = []
+    hooks = [m.register_forward_hook(lambda _m, _a, _o, name=name: ran.append(name))  # modules that finished
+             for name, m in (("head", head), *((f"layer {i}", m) for i, m in enumerate(layers)))]
+    try:
+        for layer in range(len(layers)):
+            ran.clear()
+            q, k = target.queries_keys(layer, ids)
+            v, mix = target.attention_values(layer, ids)
+            assert ran == [f"layer {i}" for i in range(layer + 1)] * 2, ran
+            assert torch.equal(q, whole[layer].queries()) and torch.equal(k, whole[layer].key)
+            assert torch.equal(v, whole[layer].value) and torch.equal(mix, whole[layer].output.transpose(1, 2))
+        ran.clear()
+        weights = target.attention_weights(ids)
+        assert "head" not in ran
+        assert all(torch.equal(w, c.probabilities()) for w, c in zip(weights, whole, strict=True))
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def test_a_stopped_attention_pass_with_shared_layers_runs_whole() -> None:
+    """Layers sharing one module (the same layer listed twice) make the stopped pass's call count wrong: the whole
+    pass runs and decides (here: as many calls as layers, so the capability holds)."""
+    model = build_hf("llama")
+    layers = decoder_layers(model)
+    assert layers is not None
+    layers[1] = layers[0]
+    target = HFTarget(model, name="hf:llama shared")
+    ids = _ids()
+    with torch.no_grad(), attention_calls(model) as whole:
+        model(input_ids=ids, use_cache=False)
+    q, _ = target.queries_keys(0, ids)  # stopping before layers[1] is stopping before layers[0]: no call yet
+    assert torch.equal(q, whole[0].queries())

@@ -25,29 +25,39 @@ def live_model(sub: Target) -> Transformer:
     is ``reference_model()``. Edits reach the target only when that is the model the
     target runs (true of ReferenceTarget; a converter that copies weights is not, nor one that
     derives a weight, e.g. Gemma's norm gain 1 + w). This is checked, not assumed: E is shifted
-    by seeded noise and the target's logits must move; then every weight is shifted in turn and
-    must read back shifted from a fresh ``reference_model()`` (a converter reads the target's live
-    weights again). Each weight is restored bit for bit. Otherwise the claim reports "not exposed",
-    naming the weight.
+    by seeded noise and the target's logits must move; every weight is shifted and must read back
+    shifted from a fresh ``reference_model()`` (a converter reads the target's live weights again).
+    All weights are shifted before that one fresh conversion, not one conversion per weight (a
+    claim building a model per example converted it ~20 times per example), then restored bit for
+    bit from copies taken before any shift (a weight that is a view of another, a tied W_U, included).
+    Otherwise the claim reports "not exposed", naming the first weight whose edit did not reach it.
+    These are built models of a claim's drawn sizes: the copies kept for restoring are small.
     """
     model = sub.reference_model()
     probe = torch.arange(min(3, model.cfg.vocab_size), device=sub.device)[None]
-    before = sub.logits(probe)
-    with torch.no_grad():
-        for name, weight in model.named_parameters():
-            saved = weight.detach().clone()
-            noise = torch.randn(saved.shape, generator=generator(12345), dtype=torch.float64)
-            weight.add_(noise.to(device=saved.device, dtype=saved.dtype))
-            edited = weight.detach().clone()
-            moved = name != "embed.E" or not torch.equal(sub.logits(probe), before)
-            seen = dict(sub.reference_model().named_parameters()).get(name)
-            live = moved and seen is not None and torch.equal(seen.detach(), edited)  # before restoring: may alias
-            weight.copy_(saved)
-            if not live:
-                raise NotExposed("reference_model", f"the built target's reference_model() holds a copy of {name}: "
-                                                    "edits to it do not reach the target (a live weight handle is "
-                                                    "needed)")
+    weights = list(model.named_parameters())
+    saved = [w.detach().clone() for _, w in weights]
+    try:
+        for name, weight in weights:
+            before = sub.logits(probe) if name == "embed.E" else None
+            noise = torch.randn(weight.shape, generator=generator(12345), dtype=torch.float64)
+            weight.add_(noise.to(device=weight.device, dtype=weight.dtype))
+            if before is not None and torch.equal(sub.logits(probe), before):
+                _not_live(name)
+        edited = [w.detach().clone() for _, w in weights]  # after every shift: aliased weights hold both
+        seen = dict(sub.reference_model().named_parameters())
+        for (name, _), want in zip(weights, edited, strict=True):
+            if name not in seen or not torch.equal(seen[name].detach(), want):
+                _not_live(name)
+    finally:
+        for (_, weight), value in zip(weights, saved, strict=True):
+            weight.copy_(value)
     return model
+
+
+def _not_live(name: str) -> None:
+    raise NotExposed("reference_model", f"the built target's reference_model() holds a copy of {name}: edits to it "
+                                        "do not reach the target (a live weight handle is needed)")
 
 
 def independent_reference(target: Target) -> Transformer:

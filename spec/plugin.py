@@ -95,6 +95,30 @@ def pytest_configure(config: pytest.Config) -> None:
     _refuse_bad_targets(config)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``pytest -n N`` with xdist's default distribution, the claim items of one target (and device) go to one
+    worker when there are at least as many targets as workers: each target is then loaded once in the run, not once
+    per worker (SmolLM2 through transformers' GGUF loader takes ~25 s and 1 GB in each process that loads it), and
+    the other tests are shared out one by one as before. With fewer targets than workers, claims are shared out one
+    by one, so one big target still runs on every worker. Any other --dist is left as chosen."""
+    if config.getoption("dist", "no") != "load":
+        return None
+    n_targets = len(selected_targets(config)) * len(devices(config))
+    if n_targets < int(config.getoption("numprocesses") or 0):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTarget(LoadScopeScheduling):  # type: ignore[misc]
+        """xdist's scope scheduler with one scope per target: a claim item's node ID up to its claim."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            name = nodeid.rpartition("::")[2]
+            return name.rpartition("|")[0] if name.startswith("claim[") else nodeid
+
+    return ByTarget(config, log)
+
+
 def _refuse_bad_targets(config: pytest.Config) -> None:
     """A --target that is no target's name, or an expectations folder that is not a folder, is a usage error at
     start-up (one line, exit 4), not one failure with a traceback per claim."""

@@ -194,3 +194,29 @@ def test_the_default_runs_a_big_model_in_one_process() -> None:
     assert pool.weights_bytes(SimpleNamespace(runtime="not a module")) == 0
     assert [pool.default_jobs(small, n, cores=4) for n in (1, 3, 58)] == [1, 3, 4]
     assert pool.default_jobs(big, 58, cores=4) == 1
+
+
+def _workers_per_target(tmp_path: Path, targets: list[str]) -> dict[str, set[str]]:
+    """Run cheap claims under ``pytest -n 2`` and say which xdist workers ran each target's claim items."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:cacheprovider", "-n", "2", "-v",
+           "--hypothesis-profile", "ci", *(f"--target={t}" for t in targets),
+           "-k", " or ".join(f"{c}]" for c in FAST)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen: dict[str, set[str]] = {}
+    for worker, target in re.findall(r"\[(gw\d+)\][^\n]*? PASSED[^\n]*?::claim\[([^|\]]+)\|", proc.stdout):
+        seen.setdefault(target, set()).add(worker)
+    assert sum(1 for _ in re.finditer(r"PASSED", proc.stdout)) == len(FAST) * len(targets), proc.stdout
+    return seen
+
+
+def test_under_xdist_each_target_is_loaded_by_one_worker(tmp_path: Path) -> None:
+    """With as many targets as workers, each target's claim items all run on one worker (one load of it per run);
+    with one target, its claims are shared out over both workers."""
+    two = _workers_per_target(tmp_path, ["reference:gpt2-tiny", "reference:llama-tiny"])
+    assert set(two) == {"reference:gpt2-tiny", "reference:llama-tiny"}
+    assert all(len(w) == 1 for w in two.values()), two
+    one = _workers_per_target(tmp_path, ["reference:gpt2-tiny"])
+    assert one == {"reference:gpt2-tiny": {"gw0", "gw1"}}, one

@@ -10,6 +10,8 @@ listed deviation whose claim passes fails, so stale entries cannot hide anything
 NEXT_TOKEN_SPEC_REQUIRE_TRAINED=1 makes a trained model that cannot be located
 (spec.targets.smollm2) a failure instead of a skip. Each item runs its claim through spec.check.Check, the path
 ``next-token-spec check`` and ``python -m spec.conformance`` take, so a target gets the same verdict from each.
+Under pytest-xdist, a target's claims stay on one worker where there are enough targets to go round
+(``pytest_xdist_make_scheduler``), so no target is loaded twice in a run.
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ class HFTarget(Target):
         layers = decoder_layers(self.model)
         stop_at: nn.Module | None = None
         want = 0
-        if layers is not None:
+        if layers is not None and (upto is None or 0 <= upto < len(layers)):  # else a whole pass, indexed as asked
             want = len(layers) if upto is None else upto + 1  # calls recorded when the pass stops
             stop_at = layers[want] if want < len(layers) else self._final_norm
 

@@ -184,6 +184,8 @@ def test_stopped_attention_passes_record_what_the_whole_pass_does(family: str, i
             assert ran == [f"layer {i}" for i in range(layer + 1)] * 2, ran
             assert torch.equal(q, whole[layer].queries()) and torch.equal(k, whole[layer].key)
             assert torch.equal(v, whole[layer].value) and torch.equal(mix, whole[layer].output.transpose(1, 2))
+        q, k = target.queries_keys(-1, ids)  # an index outside 0..n-1: a whole pass, indexed as Python does
+        assert torch.equal(q, whole[-1].queries()) and torch.equal(k, whole[-1].key)
         ran.clear()
         weights = target.attention_weights(ids)
         assert "head" not in ran
@@ -206,3 +208,15 @@ def test_a_stopped_attention_pass_with_shared_layers_runs_whole() -> None:
         model(input_ids=ids, use_cache=False)
     q, _ = target.queries_keys(0, ids)  # stopping before layers[1] is stopping before layers[0]: no call yet
     assert torch.equal(q, whole[0].queries())
+
+
+def test_a_negative_layer_counts_from_the_end_on_both_targets() -> None:
+    """queries_keys(-1) is the last layer's, as a list index: the reference's (which now stops its pass at the layer)
+    agrees with its own queries_keys(n - 1) and with HF's."""
+    hf, ref = _pair("llama", "eager")
+    ids = _ids()
+    n = ref.model.cfg.n_layers
+    (q, k), (rq, rk), (lq, lk) = hf.queries_keys(-1, ids), ref.queries_keys(-1, ids), ref.queries_keys(n - 1, ids)
+    assert torch.equal(rq, lq) and torch.equal(rk, lk)
+    assert_close(q, rq, TOL, "llama layer -1: queries")
+    assert_close(k, rk, TOL, "llama layer -1: keys")

@@ -10,6 +10,8 @@ Padded batches are drawn inputs, not edits: see ``spec.strategies.padded_batch``
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import torch
 
 from reference.model import Transformer
@@ -44,10 +46,9 @@ def live_model(sub: Target) -> Transformer:
             weight.add_(noise.to(device=weight.device, dtype=weight.dtype))
             if before is not None and torch.equal(sub.logits(probe), before):
                 _not_live(name)
-        edited = [w.detach().clone() for _, w in weights]  # after every shift: aliased weights hold both
         seen = dict(sub.reference_model().named_parameters())
-        for (name, _), want in zip(weights, edited, strict=True):
-            if name not in seen or not torch.equal(seen[name].detach(), want):
+        for name, weight in weights:  # a fresh view of live weights shares their storage or holds their values
+            if name not in seen or not torch.equal(seen[name].detach(), weight.detach()):
                 _not_live(name)
     finally:
         for (_, weight), value in zip(weights, saved, strict=True):
@@ -55,7 +56,7 @@ def live_model(sub: Target) -> Transformer:
     return model
 
 
-def _not_live(name: str) -> None:
+def _not_live(name: str) -> NoReturn:
     raise NotExposed("reference_model", f"the built target's reference_model() holds a copy of {name}: edits to it "
                                         "do not reach the target (a live weight handle is needed)")
 

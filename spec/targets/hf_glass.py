@@ -262,28 +262,6 @@ def inputs_of(modules: list[nn.Module], run: Callable[[], object]) -> list[Tenso
     return seen if len(seen) == len(modules) else None
 
 
-@torch.no_grad()
-def run_until(module: nn.Module | None, run: Callable[[], object]) -> bool:
-    """Run ``run()``, a forward pass, stopped as ``module`` is about to run: neither it nor what follows it is
-    computed (the final norm and a 49k-token unembedding, for a probe that needs only the blocks). True when the
-    pass was stopped there; False when it ran whole (``module`` None, or not called)."""
-    if module is None:
-        run()
-        return False
-
-    def stop(_m: nn.Module, _args: Any) -> None:
-        raise _Stop
-
-    hook = module.register_forward_pre_hook(stop)
-    try:
-        run()
-    except _Stop:
-        return True
-    finally:
-        hook.remove()
-    return False
-
-
 def hf_forward(model: nn.Module) -> Callable[[Tensor], object]:
     """A HuggingFace model's forward pass for hidden states shaped like x [B, T, d]: ``inputs_embeds`` of zeros."""
     return lambda x: model(inputs_embeds=torch.zeros_like(x), use_cache=False)

@@ -31,7 +31,6 @@ from spec.targets.hf_glass import (
     inputs_of,
     interface_ok,
     layout,
-    run_until,
 )
 from spec.tolerance import for_dtype
 
@@ -179,8 +178,9 @@ class HFTarget(Target):
             self.model(**self._kwargs(ids, attention_mask), use_cache=False)
 
         with attention_calls(self.model) as calls:
-            stopped = run_until(stop_at, run)
-            if stopped and len(calls) != want:  # shared or reordered layers: the whole pass decides
+            # inputs_of stops the pass as stop_at is about to run, or (None) it was never called: the pass ran whole
+            stopped = stop_at is not None and inputs_of([stop_at], run) is not None
+            if stop_at is None or (stopped and len(calls) != want):  # shared or reordered layers: a whole pass
                 calls.clear()
                 stopped = False
                 run()

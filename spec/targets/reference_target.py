@@ -122,7 +122,10 @@ class ReferenceTarget(Target):
     @torch.no_grad()
     def queries_keys(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
         """The layer's queries and keys after positions, from its input state: blocks after it do not run."""
-        layer = range(self.model.cfg.n_layers)[layer]  # a negative index counts from the end, as a list's does
+        n = self.model.cfg.n_layers
+        if not -n <= layer < n:  # as a list's index; plain comparisons, which Dynamo traces (range()[i] it cannot)
+            raise IndexError(f"layer {layer}: out of range for {n} layers")
+        layer = layer + n if layer < 0 else layer  # a negative index counts from the end
         blk = self._block(layer)
         h = self.model.residual_stream(ids, stop_at_layer=layer)[0][layer]  # [batch, seq, d_model]
         q, k, _ = blk.attn.project(blk.N1(h))

@@ -68,6 +68,21 @@ def test_parts_compile_as_one_graph(compiled: CompiledTarget) -> None:
     assert "sublayers.attention" not in compiled.accounting.breaks
 
 
+@pytest.mark.slow
+def test_queries_keys_compile_with_the_layer_symbolic(compiled: CompiledTarget) -> None:
+    """Under dynamic=True Dynamo passes the layer index as a symbolic int: the inner method must trace with it (an
+    index it could not trace, range(n)[layer], failed POS-3, ATT-1 and ATT-2 on this target with 0 examples)."""
+    ids = torch.tensor([[5, 17, 3, 90]])
+    for layer in (0, 1, -1):
+        got, want = compiled.queries_keys(layer, ids), compiled.inner.queries_keys(layer, ids)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(compiled.queries_keys(-1, ids)[0], compiled.inner.queries_keys(1, ids)[0],
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(IndexError, match="layer 2: out of range for 2 layers"):
+        compiled.inner.queries_keys(2, ids)
+
+
 class _BranchingNorm(ReferenceTarget):
     """The reference with a final norm that branches on a tensor's value, which Dynamo cannot capture."""
 

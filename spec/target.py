@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
@@ -109,6 +110,32 @@ CAPABILITIES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class Departures:
+    """What an architecture declares where it departs from the documents' formulas; each default is the documents'.
+
+    Real architectures change a constant of a documented formula on purpose, and say so in their configuration:
+    Granite's attention, residual and logit multipliers, Gemma 2's query_pre_attn_scalar and soft caps, Cohere's
+    logit_scale, GPT-2's scale_attn_weights = False; or add a step the documents do not have: Qwen 3, OLMo 2 and
+    Gemma 3 normalise queries and keys after their projections. The claims that the change touches (ATT-1, ATT-2,
+    OUT-1, RES-1, BLK-1) check the documents' formula with the declared constant or step, and report it
+    (:func:`note`), so a correct model of such an architecture passes and a port that ignores its own declaration
+    fails, as a model that departs without declaring it does. Only a declaration counts, never what the outputs
+    seem to fit: a scale read off the weights would make any wrong scale pass.
+    """
+
+    attn_scale: float | None = None  # the score scale, instead of 1/sqrt(d_head) (ATT-2)
+    attn_softcap: float | None = None  # scores -> c * tanh(scores / c) before the mask (ATT-2)
+    logit_scale: float = 1.0  # logits multiplied by it (OUT-1)
+    logit_softcap: float | None = None  # logits -> c * tanh(logits / c), after the scale (OUT-1)
+    residual_scale: float = 1.0  # each sublayer's output multiplied by it before it is added (RES-1, BLK-1)
+    qk_norm: bool = False  # queries and keys normalised after their projections (ATT-1 checks the projections)
+
+    def declared(self) -> dict[str, object]:
+        """The fields that differ from the documents' defaults, by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
+
+
 class Target:
     """Base class of every target; override ``logits`` and any optional capability."""
 
@@ -201,6 +228,19 @@ class Target:
         """Whether the model says it is tied (OUT-3 then holds it to U == E^T bit for bit). Without ``config``
         this is all a claim knows of tying: an untied model whose U happens to equal E^T looks tied."""
         raise NotExposed("tied_embeddings")
+
+    def departures(self) -> Departures:
+        """The documented formulas' constants this architecture declares otherwise (:class:`Departures`). Not a
+        capability: a target that says nothing follows the documents. By default, the score scale of ``config``
+        where the target exposes one; an adapter of such an architecture overrides this."""
+        if "config" in self.capabilities:
+            return Departures(attn_scale=self.config().attn_scale)
+        return Departures()
+
+    def projections(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """A layer's queries and keys straight out of their projections, before any normalisation and positions,
+        [B, T, features]: what ATT-1 checks where ``departures().qk_norm`` says they are normalised afterwards."""
+        raise NotExposed("projections", "the queries and keys before their normalisation (departures().qk_norm)")
 
     def build(self, config: ModelConfig, seed: int = 0) -> Target:
         raise NotExposed("build")

@@ -55,7 +55,10 @@ def _affine_fit(x: Tensor, y: Tensor) -> Tensor:
                "least-squares fit over more distinct states than d_model + 1 (drawn random sequences: real prompts are "
                "too few to give that many) must reproduce them. Values are not "
                "exposed; they are checked through the attention output of single-token inputs, which is the value "
-               "itself times W_O (ATT-5): attention(x) for one position must be affine in x")
+               "itself times W_O (ATT-5): attention(x) for one position must be affine in x. Where the target "
+               "declares QK-norm (departures().qk_norm: queries and keys normalised after their projections, as in "
+               "Qwen 3, OLMo 2 and Gemma 3), the projections before that norm are checked, as the target's "
+               "projections() gives them")
 def att_1(target: Target, data: st.DataObject) -> None:
     """At each position, q and k are affine in x = norm1(h); a one-token attention output is affine in x."""
     layer = data.draw(st.integers(0, _n_layers(target) - 1), label="layer")
@@ -65,7 +68,11 @@ def att_1(target: Target, data: st.DataObject) -> None:
     ids = data.draw(target_ids(target, min_len=2, max_len=4, batch=batch, realistic=False), label="ids")
     s = target.sublayers(layer)
     x = s.norm1(target.residual_states(ids)[layer])  # [B, T, d]
-    q, k = target.queries_keys(layer, ids)
+    if target.departures().qk_norm:  # normalised after the projection: the projection is what the claim is about
+        note("queries and keys", "normalised after their projections (QK-norm, declared): the projections checked")
+        q, k = target.projections(layer, ids)  # [B, T, features]
+    else:
+        q, k = (y.transpose(1, 2).flatten(2) for y in target.queries_keys(layer, ids))  # [B, T, heads * d_head]
     tol = CLASSES[target.tolerance]
     tested = 0
     for m in range(ids.shape[1]):
@@ -75,7 +82,7 @@ def att_1(target: Target, data: st.DataObject) -> None:
         first = torch.zeros(xm.shape[0], dtype=torch.long, device=x.device).scatter_(
             0, keep, torch.arange(keep.shape[0], device=x.device))
         for name, y in (("q", q), ("k", k)):
-            ym = y[first, :, m].flatten(1)
+            ym = y[first, m]
             assert_close(ym.double(), _affine_fit(xm, ym), tol,
                          f"layer {layer}, position {m}: {name} vs its affine fit on norm1(h)")
         tested += 1
@@ -95,11 +102,15 @@ def _alibi_slopes(n: int) -> list[float]:
     return _alibi_slopes(c) + _alibi_slopes(2 * c)[0::2][: n - c]
 
 
-def _expected_weights(q: Tensor, k: Tensor, alibi: bool) -> Tensor:
-    """softmax(q k^T / sqrt(d_head) (+ ALiBi), causal) in float64: q [B, H, T, dh], k [B, Hkv, T, dh]."""
+def _expected_weights(q: Tensor, k: Tensor, alibi: bool, scale: float | None = None,
+                      softcap: float | None = None) -> Tensor:
+    """softmax(q k^T * scale (soft-capped) (+ ALiBi), causal) in float64: q [B, H, T, dh], k [B, Hkv, T, dh]; the
+    scale 1 / sqrt(d_head) unless a declared one is given, the cap c tanh(s / c) where one is declared."""
     h, t, dh = q.shape[1], q.shape[2], q.shape[3]
     kk = k.double().repeat_interleave(h // k.shape[1], dim=1)
-    scores = q.double() @ kk.transpose(-1, -2) / math.sqrt(dh)
+    scores = q.double() @ kk.transpose(-1, -2) * (1 / math.sqrt(dh) if scale is None else scale)
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
     pos = torch.arange(t, device=q.device)
     if alibi:
         slopes = torch.tensor(_alibi_slopes(h), dtype=torch.float64, device=q.device)
@@ -116,7 +127,9 @@ def _expected_weights(q: Tensor, k: Tensor, alibi: bool) -> Tensor:
                "d_head the width of the exposed queries, with q and k after positions, must equal the target's "
                "attention weights at every layer drawn. Grouped heads read their shared key head. ALiBi models add "
                "slope_h (j - i) to each score (config exposed), with the standard slopes computed here "
-               "independently; a model with another scale (attn_scale) fails, as it should. Without config the "
+               "independently. A scale or a soft cap the architecture declares (departures(): Granite's "
+               "attention_multiplier, Gemma 2's query_pre_attn_scalar and attn_logit_softcapping, config.attn_scale) "
+               "replaces 1/sqrt(d_head) and is reported; any other scale fails, as it should. Without config the "
                "position scheme is unknown: of the two documented forms, plain and ALiBi, the one closer to the "
                "target's weights is checked (an opaque ALiBi model is not a failure; a wrong scale matches neither)")
 def att_2(target: Target, data: st.DataObject) -> None:
@@ -125,13 +138,20 @@ def att_2(target: Target, data: st.DataObject) -> None:
     ids = data.draw(target_ids(target, max_len=10, batch=data.draw(st.integers(1, 2), label="batch")), label="ids")
     q, k = target.queries_keys(layer, ids)
     got = target.attention_weights(ids)[layer].double()
+    declared = target.departures()
+    scale, cap = declared.attn_scale, declared.attn_softcap
+    formula = f"q.k / sqrt({q.shape[-1]})" if scale is None else f"q.k * {scale:.6g} (declared scale)"
+    if scale is not None:
+        note("attention scale", f"{scale:.6g}, declared, instead of 1/sqrt(d_head) = {q.shape[-1] ** -0.5:.6g}")
+    if cap is not None:
+        note("attention scores", f"soft-capped at {cap:g} (c tanh(s / c)), declared")
+        formula = f"{cap:g} tanh(({formula}) / {cap:g})"
     if "config" in target.capabilities:
-        want = _expected_weights(q, k, target.config().scheme.biases_scores)
+        want = _expected_weights(q, k, target.config().scheme.biases_scores, scale, cap)
     else:
-        want = min((_expected_weights(q, k, alibi) for alibi in (False, True)),
+        want = min((_expected_weights(q, k, alibi, scale, cap) for alibi in (False, True)),
                    key=lambda w: float((w - got).abs().max()))
-    assert_close(got, want, CLASSES[target.tolerance],
-                 f"layer {layer}: attention weights vs softmax(q.k / sqrt({q.shape[-1]}))")
+    assert_close(got, want, CLASSES[target.tolerance], f"layer {layer}: attention weights vs softmax({formula})")
 
 
 def _left_padded(data: st.DataObject, target: Target) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,7 @@ from reference.block import Block
 from spec.catalog import claim
 from spec.probes import drawn_layer, hidden_states, width
 from spec.strategies import built_configs, generator, scales, seeds, target_ids
-from spec.target import NotExposed, Sublayers, Target, skip_part
+from spec.target import NotExposed, Sublayers, Target, note, skip_part
 from spec.tolerance import CLASSES, assert_close, assert_equal, check
 
 
@@ -39,11 +39,21 @@ def _subjects(target: Target, data: st.DataObject, *, max_layers: int = 1) -> li
     return out
 
 
-def _block_formula(s: Sublayers, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The pre-norm block's update from its parts: (attention output a, MLP output m)."""
-    a = s.attention(s.norm1(x))
-    m = s.mlp(s.norm2(x if s.parallel else x + a))
+def _block_formula(s: Sublayers, x: Tensor, r: float = 1.0) -> tuple[Tensor, Tensor]:
+    """The pre-norm block's update from its parts: (attention output a, MLP output m), each already multiplied by the
+    residual scale ``r`` the architecture declares (1 in the documents)."""
+    a = r * s.attention(s.norm1(x))
+    m = r * s.mlp(s.norm2(x if s.parallel else x + a))
     return a, m
+
+
+def _residual_scale(target: Target) -> float:
+    """The factor the target declares its sublayer outputs are multiplied by before they are added (Granite's
+    residual_multiplier; spec.target.Departures), reported where it is not 1."""
+    r = target.departures().residual_scale
+    if r != 1.0:
+        note("residual scale", f"{r:g}, declared: h + {r:g} sublayer(h)")
+    return r
 
 
 _ACTIVATIONS = {
@@ -177,7 +187,8 @@ def _zero_output_projections(subject: Target) -> bool:
                "exactly 1. The literal statement runs where the target can build models whose reference_model() is "
                "the live model they compute with (checked by reading it back after zeroing): W_O, b_O, W_out and "
                "b_out are zeroed, and then every block, and the whole residual stream, must return its input bit for "
-               "bit")
+               "bit. A residual scale the architecture declares (departures(): Granite's residual_multiplier) "
+               "multiplies a and m and is reported; the input's weight stays exactly 1")
 @torch.no_grad()
 def res_1(target: Target, data: st.DataObject) -> None:
     """block(x) == x + a + m for drawn x at a drawn layer; with ``build`` (and a live reference_model), a model
@@ -187,7 +198,7 @@ def res_1(target: Target, data: st.DataObject) -> None:
     layer = drawn_layer(data, target)
     s = target.sublayers(layer)
     x = hidden_states(data, target, d, label="x")
-    a, m = _block_formula(s, x)
+    a, m = _block_formula(s, x, _residual_scale(target))
     assert_close(s.block(x), x + a + m, tol, f"layer {layer} ({'parallel' if s.parallel else 'sequential'}): "
                                               "block(x) vs x + attention part + MLP part")
     if "build" not in target.capabilities:
@@ -293,7 +304,7 @@ def norm_1(target: Target, data: st.DataObject) -> None:
                "with config, parallel must match parallel_residual. Width: residual_states gives n_layers + 1 states "
                "of [B, T, d_model]. Chaining: sublayers apply the model's own positions 0..T-1 (rotary angles, "
                "ALiBi bias) inside the block, so residual state l + 1 must equal block l applied to residual "
-               "state l")
+               "state l. A declared residual scale (departures().residual_scale) multiplies each sublayer's output")
 @torch.no_grad()
 def blk_1(target: Target, data: st.DataObject) -> None:
     """block(x) == pre-norm formula (sequential or parallel) for drawn x; residual_states(ids) are n_layers + 1
@@ -309,12 +320,13 @@ def blk_1(target: Target, data: st.DataObject) -> None:
     x = hidden_states(data, target, d, label="x")
     out = s.block(x)
     check(tuple(out.shape) == tuple(x.shape), f"block {layer} maps {tuple(x.shape)} to {tuple(out.shape)}")
-    a = s.attention(s.norm1(x))
+    r = _residual_scale(target)
+    a = r * s.attention(s.norm1(x))
     if s.parallel:
-        expected = x + a + s.mlp(s.norm2(x))
+        expected = x + a + r * s.mlp(s.norm2(x))
     else:
         h1 = x + a
-        expected = h1 + s.mlp(s.norm2(h1))
+        expected = h1 + r * s.mlp(s.norm2(h1))
     assert_close(out, expected, tol, f"block {layer} ({'parallel' if s.parallel else 'sequential'}) vs the pre-norm "
                                      "formula from its parts")
     b = data.draw(st.integers(1, 2), label="batch")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
 from hypothesis import strategies as st
@@ -160,7 +161,9 @@ def _width_of(target: Target) -> int | None:
        tolerance="the target's tolerance class: its logits and a float64 product of its own final state and U are "
                  "two orderings of the same d-term sums",
        precise="'the final hidden state' is made concrete as final_norm(last residual state); each drawn entry is "
-               "also recomputed as an explicit elementwise dot product h . U[:, i] + b[i]")
+               "also recomputed as an explicit elementwise dot product h . U[:, i] + b[i]. A logit scale or soft cap "
+               "the architecture declares (departures(): Cohere's logit_scale, Granite's logits_scaling, Gemma 2's "
+               "final_logit_softcapping) is applied to that product and reported; an undeclared one fails")
 def out_1(target: Target, data: st.DataObject) -> None:
     """For drawn ids: logits(ids) == final_norm(residual_states(ids)[-1]) @ U + b, the whole matrix in float64, and
     for drawn token indices i, logits[..., i] == sum_k h_k U[k, i] + b[i] as an explicit sum."""
@@ -174,11 +177,31 @@ def out_1(target: Target, data: st.DataObject) -> None:
     check(h.shape[-1] == d, f"final hidden state width {h.shape[-1]} != U's {d} rows")
     Ud = U.detach().double().cpu()
     bd = None if b is None else b.detach().double().cpu()
+    declared = target.departures()
+    after, what = _declared_logits(declared.logit_scale, declared.logit_softcap)
     expected = h @ Ud + (0 if bd is None else bd)
-    assert_close(z, expected.to(z.dtype), tol, "logits vs final_norm(h) @ U + b")
+    assert_close(z, after(expected).to(z.dtype), tol, f"logits vs {what('final_norm(h) @ U + b')}")
     for i in _token_list(data, v, "token_indices", max_size=4):
         dot = (h * Ud[:, i]).sum(dim=-1) + (0.0 if bd is None else bd[i])
-        assert_close(z[..., i], dot.to(z.dtype), tol, f"logit of token {i} vs h . U[:, {i}] + b[{i}]")
+        assert_close(z[..., i], after(dot).to(z.dtype), tol, f"logit of token {i} vs {what(f'h . U[:, {i}] + b[{i}]')}")
+
+
+def _declared_logits(scale: float, softcap: float | None) -> tuple[Callable[[Tensor], Tensor], Callable[[str], str]]:
+    """The map a declared logit scale and soft cap apply after h U + b (the identity where none is declared), and
+    the words for it; each declared one is reported."""
+    words = "{}"
+    if scale != 1.0:
+        note("logit scale", f"{scale:.6g}, declared: logits = {scale:.6g} (h U + b)")
+        words = f"{scale:.6g} ({words})"
+    if softcap is not None:
+        note("logit soft cap", f"{softcap:g}, declared: logits = c tanh(z / c)")
+        words = f"{softcap:g} tanh({words} / {softcap:g})"
+
+    def after(z: Tensor) -> Tensor:
+        z = z * scale
+        return z if softcap is None else softcap * torch.tanh(z / softcap)
+
+    return after, words.format
 
 
 _TOY_LOGITS = [5.0, 6.0, 4.0, 2.0, 7.0, 4.0]

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from reference.config import ModelConfig
 from reference.model import Transformer
 from spec.errors import InputError
-from spec.target import NotExposed, Sublayers, Target
+from spec.target import Departures, NotExposed, Sublayers, Target
 
 BACKENDS = ("inductor", "aot_eager", "eager")
 DYNAMIC = {"true": True, "false": False, "auto": None}
@@ -446,6 +446,10 @@ class CompiledTarget(Target):
     def reference_model(self) -> Transformer:
         self._need("reference_model")
         return self.inner.reference_model()
+
+    def departures(self) -> Departures:
+        """The inner model's declarations: compiling changes no constant of its formulas."""
+        return self.inner.departures()
 
 
 def from_spec(rest: str, device: str, dtype: torch.dtype) -> Target:

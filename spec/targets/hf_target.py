@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from reference.config import ModelConfig
 from reference.model import Transformer
-from spec.target import NotExposed, Sublayers, Target, sgd_step
+from spec.target import Departures, NotExposed, Sublayers, Target, sgd_step
 from spec.targets.hf_glass import (
     AttentionCall,
     HookedSublayers,
@@ -64,6 +64,28 @@ def cache_keyword(forward_params: Mapping[str, inspect.Parameter]) -> str:
     other libraries: ``cache`` where forward declares it, else the older ``past_key_values``.
     """
     return "cache" if "cache" in forward_params else "past_key_values"
+
+
+def _text_config(model: nn.Module) -> Any:
+    """The model's config, or its text part where it has one (get_text_config)."""
+    hf = getattr(model, "config", None)
+    return hf.get_text_config() if hf is not None and hasattr(hf, "get_text_config") else hf
+
+
+def _number(config: Any, field: str, default: float | None = None) -> Any:
+    """A numeric config field as a float, ``default`` where the config lacks it or holds None."""
+    value = getattr(config, field, None)
+    return default if value is None or isinstance(value, bool) else float(value)
+
+
+def _qk_norms(model: nn.Module) -> list[nn.Module]:
+    """The q_norm and k_norm modules of every module holding both (transformers' QK-norm attention layers)."""
+    found: list[nn.Module] = []
+    for module in model.modules():
+        q, k = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
+        if isinstance(q, nn.Module) and isinstance(k, nn.Module):
+            found += [q, k]
+    return found
 
 
 class HFTarget(Target):
@@ -194,6 +216,26 @@ class HFTarget(Target):
         call = self._attention_calls(ids, upto=layer)[layer]
         return call.queries(), call.key
 
+    def projections(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The inputs of the layer's ``q_norm`` and ``k_norm`` (transformers' names for the norms of QK-norm
+        layers: Qwen 3, OLMo 2, Gemma 3, Cohere with use_qk_norm), [B, T, features]: the queries and keys as their
+        projections made them, before the norm and positions. Recorded in the pass that records the layer's
+        attention call, which names the layer's attention module; no later layer runs."""
+        seen: dict[int, Tensor] = {}
+        hooks = [norm.register_forward_pre_hook(lambda m, args: seen.setdefault(id(m), args[0]))
+                 for norm in _qk_norms(self.model)]
+        try:
+            module = self._attention_calls(ids, upto=layer)[layer].module
+        finally:
+            for hook in hooks:
+                hook.remove()
+        q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
+        got = [seen.get(id(norm)) for norm in (q_norm, k_norm)]
+        if any(x is None or tuple(x.shape[:2]) != tuple(ids.shape) for x in got):
+            raise NotExposed("projections", f"layer {layer}'s attention ({type(module).__name__}) did not call its "
+                                            "q_norm and k_norm on [batch, tokens, ...] inputs")
+        return tuple(x.reshape(*ids.shape, -1) for x in got)  # type: ignore[return-value,union-attr]
+
     def attention_values(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
         """The values the layer handed its attention function and the function's output (each head's mix of values,
         before o_proj), via AttentionInterface; no later layer runs."""
@@ -277,6 +319,30 @@ class HFTarget(Target):
 
     def config(self) -> ModelConfig:
         return self._converter().config(self.model.config)
+
+    def departures(self) -> Departures:
+        """What the model's config declares against the documents' formulas (spec.target.Departures), read by
+        transformers' field names: ``attention_multiplier``, ``residual_multiplier``, ``logits_scaling`` (Granite),
+        ``query_pre_attn_scalar`` (scale = its -1/2 power), ``attn_logit_softcapping``, ``final_logit_softcapping``
+        (Gemma 2 and 3), ``logit_scale`` (Cohere); where a converter exists, its attn_scale (GPT-2's
+        scale_attn_weights = False); and QK-norm where the attention modules hold ``q_norm`` and ``k_norm``."""
+        text = _text_config(self.model)
+        try:
+            scale = self.config().attn_scale
+        except NotExposed:
+            scale = None
+        pre_attn = _number(text, "query_pre_attn_scalar")
+        if pre_attn is not None:
+            scale = pre_attn ** -0.5
+        scale = _number(text, "attention_multiplier", scale)
+        logit_scale = _number(text, "logit_scale", 1.0)
+        granite = _number(text, "logits_scaling")
+        if granite is not None:
+            logit_scale = logit_scale / granite
+        return Departures(attn_scale=scale, attn_softcap=_number(text, "attn_logit_softcapping"),
+                          logit_scale=logit_scale, logit_softcap=_number(text, "final_logit_softcapping"),
+                          residual_scale=_number(text, "residual_multiplier", 1.0),
+                          qk_norm=bool(_qk_norms(self.model)))
 
     def tied_embeddings(self) -> bool:
         """The model's own declaration (``config.tie_word_embeddings``), with or without a converter (issue #12)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from spec.target import CAPABILITIES, Target
+from spec.target import CAPABILITIES, Departures, Target
 
 HIDDEN: tuple[str, ...] = ("config", "reference_model", "build")
 
@@ -38,6 +38,11 @@ class OpaqueTarget(Target):
     @property
     def capabilities(self) -> frozenset[str]:
         return self.inner.capabilities - frozenset(HIDDEN)
+
+    def departures(self) -> Departures:
+        """The inner target's declarations (spec.target.Departures): what its architecture says of itself, which
+        an opaque implementation's adapter would say too; not a capability."""
+        return self.inner.departures()
 
 
 def _delegate(name: str) -> Callable[..., Any]:

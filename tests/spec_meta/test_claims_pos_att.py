@@ -167,7 +167,7 @@ def _builds(cls: type[ReferenceTarget]) -> type[ReferenceTarget]:
     ("POS-2", PositionsFromOne(_model("mqa-sinusoidal"))),
     ("POS-3", KeysNotRotated(_model("llama-tiny"))),
     ("ATT-1", QueriesBeforeNorm(_model("llama-tiny"))),
-    ("ATT-2", ReferenceTarget(_model("llama-tiny", attn_scale=1 / 8))),  # 1/d_head instead of 1/sqrt(d_head)
+    ("ATT-2", ReferenceTarget(_model("llama-tiny", replace(REFERENCE, scale=lambda cfg: 1 / cfg.head_dim)))),
     ("ATT-3", PaddingVisible(_model("gpt2-tiny"))),
     ("ATT-4", ReferenceTarget(_model("llama-tiny", replace(REFERENCE, visibility=_sees_every_key)))),
     ("ATT-5", _builds(WrongAxisStream)(_model("llama-tiny"))),

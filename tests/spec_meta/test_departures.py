@@ -1,0 +1,125 @@
+"""Declared departures (spec.target.Departures): architectures that change a documented formula on purpose, and say so.
+
+HF families with no converter and no preset here (Qwen 3, Granite, Cohere, Gemma 2), built from tiny configs with
+seeded random weights: correct models that failed ATT-1, ATT-2, OUT-1, RES-1 and BLK-1 before their declarations
+were read. Each must pass, report what it declared, and fail again as a port that ignores its own declaration
+(the module attribute HF's forward reads set back to the documents' value) or breaks the step the claim checks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import Phase, settings
+from torch import nn
+
+from spec.catalog import CATALOG, load_all
+from spec.runner import Result, run_claim
+from spec.target import Departures
+from spec.targets.hf_presets import random_hf_model
+from spec.targets.hf_target import HFTarget
+from spec.targets.reference_target import ReferenceTarget
+
+pytestmark = pytest.mark.hf
+transformers = pytest.importorskip("transformers")
+load_all()
+
+PASS = settings(max_examples=6, derandomize=True, database=None)
+FAIL = settings(max_examples=20, derandomize=True, database=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+TINY: dict[str, Any] = {"vocab_size": 97, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64,
+                        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "qwen3": ("Qwen3Config", {"head_dim": 8}),  # q_norm, k_norm on each head after the projections
+    "granite": ("GraniteConfig", {"attention_multiplier": 0.3, "residual_multiplier": 0.5, "logits_scaling": 4.0,
+                                  "embedding_multiplier": 2.0}),
+    "cohere": ("CohereConfig", {"logit_scale": 0.0625}),
+    # caps small enough that tanh bends these scores and logits (Gemma 2's own 50 and 30 barely would)
+    "gemma2": ("Gemma2Config", {"head_dim": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 1.0,
+                                "final_logit_softcapping": 2.0, "sliding_window": 64}),
+}
+
+
+def _target(family: str, edit: Callable[[nn.Module], None] | None = None) -> HFTarget:
+    config_class, extra = FAMILIES[family]
+    model = random_hf_model(getattr(transformers, config_class)(**(TINY | extra)), seed=0)
+    if edit is not None:
+        edit(model)
+    return HFTarget(model, name=f"hf-config:{family}")
+
+
+def _run(claim: str, target: HFTarget, profile: settings) -> Result:
+    return run_claim(CATALOG[claim], target, profile=profile)
+
+
+def test_declarations_are_read_from_the_config() -> None:
+    assert _target("granite").departures() == Departures(attn_scale=0.3, logit_scale=0.25, residual_scale=0.5)
+    assert _target("cohere").departures() == Departures(logit_scale=0.0625)
+    assert _target("gemma2").departures() == Departures(attn_scale=0.25, attn_softcap=1.0, logit_softcap=2.0)
+    assert _target("qwen3").departures() == Departures(qk_norm=True)
+    assert HFTarget(random_hf_model(transformers.LlamaConfig(**TINY), seed=0)).departures().declared() == {}
+    # the reference's own declaration: config.attn_scale (GPT-2's scale_attn_weights = False converts to 1.0)
+    assert ReferenceTarget.from_preset("llama-tiny").departures() == Departures()
+
+
+@pytest.mark.parametrize(("family", "claim", "noted"), [
+    ("qwen3", "ATT-1", "queries and keys"),
+    ("granite", "ATT-2", "attention scale"), ("granite", "OUT-1", "logit scale"),
+    ("granite", "RES-1", "residual scale"), ("granite", "BLK-1", "residual scale"),
+    ("cohere", "OUT-1", "logit scale"),
+    ("gemma2", "ATT-2", "attention scores"), ("gemma2", "OUT-1", "logit soft cap"),
+])
+def test_a_declared_departure_passes_and_is_reported(family: str, claim: str, noted: str) -> None:
+    r = _run(claim, _target(family), PASS)
+    assert r.status in ("passed", "partly run"), (r.detail, r.counterexample)
+    assert r.examples >= 1
+    assert noted in r.notes, r.notes
+
+
+def _each(kind: str, attribute: str, value: object) -> Callable[[nn.Module], None]:
+    """Set ``attribute`` on every module whose class name ends with ``kind`` (what HF's forward reads)."""
+    def edit(model: nn.Module) -> None:
+        for module in model.modules():
+            if type(module).__name__.endswith(kind):
+                setattr(module, attribute, value)
+    return edit
+
+
+def _nonlinear_q_proj(model: nn.Module) -> None:
+    """A port whose query projection is not linear (tanh on its output), before the QK-norm."""
+    for module in model.modules():
+        if type(module).__name__.endswith("Attention"):
+            module.q_proj.register_forward_hook(lambda _m, _args, out: torch.tanh(3 * out))
+
+
+@pytest.mark.parametrize(("family", "claim", "edit"), [
+    ("qwen3", "ATT-1", _nonlinear_q_proj),
+    ("granite", "ATT-2", _each("Attention", "scaling", 8 ** -0.5)),  # attention_multiplier ignored
+    ("granite", "RES-1", _each("DecoderLayer", "residual_multiplier", 1.0)),
+    ("granite", "BLK-1", _each("DecoderLayer", "residual_multiplier", 1.0)),
+    ("cohere", "OUT-1", _each("ForCausalLM", "logit_scale", 1.0)),  # logit_scale ignored
+    ("gemma2", "ATT-2", _each("Attention", "attn_logit_softcapping", None)),  # the soft cap ignored
+    ("gemma2", "ATT-2", _each("Attention", "scaling", 8 ** -0.5)),  # query_pre_attn_scalar ignored
+], ids=["qwen3-ATT-1-nonlinear-projection", "granite-ATT-2-multiplier-ignored", "granite-RES-1-multiplier-ignored",
+        "granite-BLK-1-multiplier-ignored", "cohere-OUT-1-logit-scale-ignored", "gemma2-ATT-2-softcap-ignored",
+        "gemma2-ATT-2-pre-attn-scalar-ignored"])
+def test_a_port_that_ignores_its_declaration_fails(family: str, claim: str, edit: Callable[[nn.Module], None]) -> None:
+    r = _run(claim, _target(family, edit), FAIL)
+    assert r.status == "failed", (r.status, r.detail)
+
+
+def test_projections_are_the_q_and_k_projections_outputs() -> None:
+    """projections() is what q_proj and k_proj computed from the layer's normalised input, by HF's own modules."""
+    target = _target("qwen3")
+    ids = torch.tensor([[3, 14, 15, 92, 65]])
+    layer = target.model.model.layers[1]
+    x = layer.input_layernorm(target.residual_states(ids)[1])
+    q, k = target.projections(1, ids)
+    torch.testing.assert_close(q, layer.self_attn.q_proj(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(k, layer.self_attn.k_proj(x), atol=1e-6, rtol=1e-6)
+    assert q.shape == (1, 5, 4 * 8) and k.shape == (1, 5, 2 * 8)
+    assert not math.isclose(float(q.norm()), float(target.queries_keys(1, ids)[0].norm()))  # not the normed ones

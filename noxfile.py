@@ -9,6 +9,7 @@ build), which is exactly what the README's install step avoids.
 from __future__ import annotations
 
 import os
+import platform
 
 import nox
 
@@ -61,8 +62,14 @@ def peers(session: nox.Session) -> None:
     """Third-party peers (TransformerLens 3.x, llama.cpp, ONNX Runtime) against the catalog; writes
     docs/conformance.md."""
     # llama-cpp-python compiles llama.cpp here; its multimodal library (mtmd, "llava") is not needed for text
-    # and is a quarter of the build: 429 s instead of 567 s on 2 cores. A user's own CMAKE_ARGS are kept.
-    cmake_args = (os.environ.get("CMAKE_ARGS", "") + " -DLLAVA_BUILD=OFF").strip()
+    # and is a quarter of the build: 429 s instead of 567 s on 2 cores. A user's own CMAKE_ARGS are kept, after ours.
+    # On x86-64, AVX2 code instead of -march=native: a native build on a CPU with AMX (Sapphire Rapids) died in its
+    # first decode here (SIGILL, then SIGSEGV after a rebuild: a sandbox that does not grant AMX's tile state), and a
+    # native wheel in pip's cache is wrong for the next machine. The AVX2 build ran the catalog on the same machine.
+    ours = "-DLLAVA_BUILD=OFF"
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        ours += " -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+    cmake_args = f"{ours} {os.environ.get('CMAKE_ARGS', '')}".strip()
     session.run("python", "-m", "pip", "install", "--quiet", "-e", ".[peers]", env={"CMAKE_ARGS": cmake_args})
     # the peers' own tests, which the main run skips without the extra: here a missing package fails them
     session.run("python", "-m", "pytest", "tests/spec_meta/test_onnx_runtime.py", "-q",

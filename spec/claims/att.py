@@ -141,7 +141,7 @@ def att_2(target: Target, data: st.DataObject) -> None:
     declared = target.departures()
     scale, cap = declared.attn_scale, declared.attn_softcap
     formula = f"q.k / sqrt({q.shape[-1]})" if scale is None else f"q.k * {scale:.6g} (declared scale)"
-    if scale is not None:
+    if scale is not None and not math.isclose(scale, q.shape[-1] ** -0.5, rel_tol=1e-6):
         note("attention scale", f"{scale:.6g}, declared, instead of 1/sqrt(d_head) = {q.shape[-1] ** -0.5:.6g}")
     if cap is not None:
         note("attention scores", f"soft-capped at {cap:g} (c tanh(s / c)), declared")

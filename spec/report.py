@@ -32,7 +32,8 @@ def notes(results: list[Result]) -> str:
     lines = [f"  {r.claim}: {r.notes_line()}" for r in results if r.notes]
     if not lines:
         return ""
-    return "\n".join(["noted (choices the sources leave open; facts set aside; not failures):", *lines])
+    return "\n".join(["noted (choices the sources leave open; facts set aside; departures the target declares; "
+                      "not failures):", *lines])
 
 
 def summary(results: list[Result]) -> str:
@@ -74,7 +75,8 @@ def markdown(results: list[Result], level: int = 2) -> str:
         lines.append(f"| {r.claim} | {r.statement.replace('|', '/')} | {r.status} | {r.examples} | {_worst(r)} |")
     noted = [f"- {r.claim}: {r.notes_line()}" for r in results if r.notes]
     if noted:
-        lines += ["", "Noted (choices the sources leave open, facts set aside; not failures):", "", *noted]
+        lines += ["", "Noted (choices the sources leave open, facts set aside, departures the target declares; "
+                      "not failures):", "", *noted]
     failed = [r for r in results if r.status in FAILING]
     if failed:
         lines += ["", "#" * level + " Failures"]

@@ -318,7 +318,15 @@ class HFTarget(Target):
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     def config(self) -> ModelConfig:
-        return self._converter().config(self.model.config)
+        """The converter's reading of the model's config; not exposed where the reference cannot express it (a
+        scaled rotary embedding, say): the message names the field."""
+        converter = self._converter()
+        try:
+            return converter.config(self.model.config)
+        except ValueError as exc:  # reference.convert's UnsupportedConfig
+            if type(exc).__name__ != "UnsupportedConfig":
+                raise
+            raise NotExposed("config", str(exc)) from exc
 
     def departures(self) -> Departures:
         """What the model's config declares against the documents' formulas (spec.target.Departures), read by
@@ -441,11 +449,12 @@ class HFTarget(Target):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """What this particular model offers: some HF models lack a converter, a final norm, a known layer layout, or
-        attention through AttentionInterface (then weights only where eager)."""
+        """What this particular model offers: some HF models lack a converter (or have one that cannot express
+        their config: a scaled rotary embedding), a final norm, a known layer layout, or attention through
+        AttentionInterface (then weights only where eager)."""
         have = set(super().capabilities)
         try:
-            self._converter()
+            self.config()  # a converter for the family that can express this model's config (no weights read)
         except NotExposed:
             have -= {"config", "reference_model", "build", "train_step"}
         if self._final_norm is None:

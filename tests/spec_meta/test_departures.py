@@ -19,7 +19,7 @@ from torch import nn
 
 from spec.catalog import CATALOG, load_all
 from spec.runner import Result, run_claim
-from spec.target import Departures
+from spec.target import Departures, NotExposed
 from spec.targets.hf_presets import random_hf_model
 from spec.targets.hf_target import HFTarget
 from spec.targets.reference_target import ReferenceTarget
@@ -123,3 +123,19 @@ def test_projections_are_the_q_and_k_projections_outputs() -> None:
     torch.testing.assert_close(k, layer.self_attn.k_proj(x), atol=1e-6, rtol=1e-6)
     assert q.shape == (1, 5, 4 * 8) and k.shape == (1, 5, 2 * 8)
     assert not math.isclose(float(q.norm()), float(target.queries_keys(1, ids)[0].norm()))  # not the normed ones
+
+
+def test_a_config_the_converter_cannot_express_is_not_exposed() -> None:
+    """Llama 3.1's scaled rotary embedding (rope_type llama3) has a converter family but no reference config: config
+    is not exposed (naming the field) and the claims take their paths without it. The converter's error used to
+    escape from config() and fail 14 claims of a correct model (EMB-1, ATT-2, BLK-1 among them)."""
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16}
+    target = HFTarget(random_hf_model(transformers.LlamaConfig(**TINY, rope_scaling=rope), seed=0))
+    assert not {"config", "reference_model", "build"} & target.capabilities
+    with pytest.raises(NotExposed, match="rope_type"):
+        target.config()
+    assert target.departures() == Departures()
+    for claim in ("EMB-1", "ATT-2", "BLK-1"):
+        r = _run(claim, target, PASS)
+        assert r.status == "passed", (claim, r.status, r.detail)

@@ -78,14 +78,21 @@ def _number(config: Any, field: str, default: float | None = None) -> Any:
     return default if value is None or isinstance(value, bool) else float(value)
 
 
-def _qk_norms(model: nn.Module) -> list[nn.Module]:
-    """The q_norm and k_norm modules of every module holding both (transformers' QK-norm attention layers)."""
-    found: list[nn.Module] = []
-    for module in model.modules():
-        q, k = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
+_QK_NORM_NAMES = (("q_norm", "k_norm"), ("q_layernorm", "k_layernorm"))  # transformers' names for QK-norm
+
+
+def _qk_pair(module: nn.Module) -> list[nn.Module]:
+    """The module's query and key norms, [q, k], where it holds a pair under transformers' names; else []."""
+    for q_name, k_name in _QK_NORM_NAMES:
+        q, k = getattr(module, q_name, None), getattr(module, k_name, None)
         if isinstance(q, nn.Module) and isinstance(k, nn.Module):
-            found += [q, k]
-    return found
+            return [q, k]
+    return []
+
+
+def _qk_norms(model: nn.Module) -> list[nn.Module]:
+    """The query and key norms of every module holding a pair (transformers' QK-norm attention layers)."""
+    return [norm for module in model.modules() for norm in _qk_pair(module)]
 
 
 class HFTarget(Target):
@@ -217,10 +224,27 @@ class HFTarget(Target):
         return call.queries(), call.key
 
     def projections(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
-        """The inputs of the layer's ``q_norm`` and ``k_norm`` (transformers' names for the norms of QK-norm
-        layers: Qwen 3, OLMo 2, Gemma 3, Cohere with use_qk_norm), [B, T, features]: the queries and keys as their
-        projections made them, before the norm and positions. Recorded in the pass that records the layer's
-        attention call, which names the layer's attention module; no later layer runs."""
+        """The inputs of the layer's query and key norms (transformers' names for QK-norm layers: ``q_norm`` and
+        ``k_norm`` in Qwen 3, OLMo 2, Gemma 3, Cohere; ``q_layernorm`` and ``k_layernorm`` in Phi and StableLM),
+        [B, T, features]: the queries and keys as their projections made them, before the norm and positions.
+        Recorded in the pass that records the layer's attention call, which names the layer's attention module; no
+        later layer runs. Which axis holds the tokens is measured, never guessed from sizes: the one of length T,
+        or where two are (heads = T), the one that grows by one with one more token."""
+        module, (q, k) = self._norm_inputs(layer, ids)
+        both = []
+        for name, x in (("query", q), ("key", k)):
+            axes = [i for i in range(1, x.dim()) if x.shape[i] == ids.shape[1]]
+            if len(axes) > 1:  # heads = tokens, say: one token more tells
+                longer = self._norm_inputs(layer, torch.cat([ids, ids[:, :1]], dim=1))[1][name == "key"]
+                axes = [i for i in axes if longer.shape[i] == ids.shape[1] + 1]
+            if x.shape[0] != ids.shape[0] or len(axes) != 1:
+                raise NotExposed("projections", f"layer {layer}'s {name} norm ({type(module).__name__}) took "
+                                                f"{tuple(x.shape)} for {tuple(ids.shape)} ids: no one token axis")
+            both.append(x.movedim(axes[0], 1).reshape(*ids.shape, -1))
+        return both[0], both[1]
+
+    def _norm_inputs(self, layer: int, ids: Tensor) -> tuple[nn.Module, tuple[Tensor, Tensor]]:
+        """The layer's attention module and the inputs of its query and key norms in one (stopped) pass."""
         seen: dict[int, Tensor] = {}
         hooks = [norm.register_forward_pre_hook(lambda m, args: seen.setdefault(id(m), args[0]))
                  for norm in _qk_norms(self.model)]
@@ -229,12 +253,11 @@ class HFTarget(Target):
         finally:
             for hook in hooks:
                 hook.remove()
-        q_norm, k_norm = getattr(module, "q_norm", None), getattr(module, "k_norm", None)
-        got = [seen.get(id(norm)) for norm in (q_norm, k_norm)]
-        if any(x is None or tuple(x.shape[:2]) != tuple(ids.shape) for x in got):
-            raise NotExposed("projections", f"layer {layer}'s attention ({type(module).__name__}) did not call its "
-                                            "q_norm and k_norm on [batch, tokens, ...] inputs")
-        return tuple(x.reshape(*ids.shape, -1) for x in got)  # type: ignore[return-value,union-attr]
+        got = [seen.get(id(norm)) for norm in _qk_pair(module)]
+        if len(got) != 2 or got[0] is None or got[1] is None:
+            raise NotExposed("projections", f"layer {layer}'s attention ({type(module).__name__}) did not call a "
+                                            "query and a key norm")
+        return module, (got[0], got[1])
 
     def attention_values(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
         """The values the layer handed its attention function and the function's output (each head's mix of values,
@@ -333,7 +356,8 @@ class HFTarget(Target):
         transformers' field names: ``attention_multiplier``, ``residual_multiplier``, ``logits_scaling`` (Granite),
         ``query_pre_attn_scalar`` (scale = its -1/2 power), ``attn_logit_softcapping``, ``final_logit_softcapping``
         (Gemma 2 and 3), ``logit_scale`` (Cohere); where a converter exists, its attn_scale (GPT-2's
-        scale_attn_weights = False); and QK-norm where the attention modules hold ``q_norm`` and ``k_norm``."""
+        scale_attn_weights = False); and QK-norm where the attention modules hold ``q_norm`` and ``k_norm`` (or
+        ``q_layernorm`` and ``k_layernorm``)."""
         text = _text_config(self.model)
         try:
             scale = self.config().attn_scale

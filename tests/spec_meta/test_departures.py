@@ -37,6 +37,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen3": ("Qwen3Config", {"head_dim": 8}),  # q_norm, k_norm on each head after the projections
     "granite": ("GraniteConfig", {"attention_multiplier": 0.3, "residual_multiplier": 0.5, "logits_scaling": 4.0,
                                   "embedding_multiplier": 2.0}),
+    "phi": ("PhiConfig", {"qk_layernorm": True, "partial_rotary_factor": 0.5}),  # LayerNorm on [B, H, T, d_head]
     "cohere": ("CohereConfig", {"logit_scale": 0.0625}),
     # caps small enough that tanh bends these scores and logits (Gemma 2's own 50 and 30 barely would)
     "gemma2": ("Gemma2Config", {"head_dim": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 1.0,
@@ -61,13 +62,14 @@ def test_declarations_are_read_from_the_config() -> None:
     assert _target("cohere").departures() == Departures(logit_scale=0.0625)
     assert _target("gemma2").departures() == Departures(attn_scale=0.25, attn_softcap=1.0, logit_softcap=2.0)
     assert _target("qwen3").departures() == Departures(qk_norm=True)
+    assert _target("phi").departures() == Departures(qk_norm=True)
     assert HFTarget(random_hf_model(transformers.LlamaConfig(**TINY), seed=0)).departures().declared() == {}
     # the reference's own declaration: config.attn_scale (GPT-2's scale_attn_weights = False converts to 1.0)
     assert ReferenceTarget.from_preset("llama-tiny").departures() == Departures()
 
 
 @pytest.mark.parametrize(("family", "claim", "noted"), [
-    ("qwen3", "ATT-1", "queries and keys"),
+    ("qwen3", "ATT-1", "queries and keys"), ("phi", "ATT-1", "queries and keys"),
     ("granite", "ATT-2", "attention scale"), ("granite", "OUT-1", "logit scale"),
     ("granite", "RES-1", "residual scale"), ("granite", "BLK-1", "residual scale"),
     ("cohere", "OUT-1", "logit scale"),
@@ -98,13 +100,15 @@ def _nonlinear_q_proj(model: nn.Module) -> None:
 
 @pytest.mark.parametrize(("family", "claim", "edit"), [
     ("qwen3", "ATT-1", _nonlinear_q_proj),
+    ("phi", "ATT-1", _nonlinear_q_proj),
     ("granite", "ATT-2", _each("Attention", "scaling", 8 ** -0.5)),  # attention_multiplier ignored
     ("granite", "RES-1", _each("DecoderLayer", "residual_multiplier", 1.0)),
     ("granite", "BLK-1", _each("DecoderLayer", "residual_multiplier", 1.0)),
     ("cohere", "OUT-1", _each("ForCausalLM", "logit_scale", 1.0)),  # logit_scale ignored
     ("gemma2", "ATT-2", _each("Attention", "attn_logit_softcapping", None)),  # the soft cap ignored
     ("gemma2", "ATT-2", _each("Attention", "scaling", 8 ** -0.5)),  # query_pre_attn_scalar ignored
-], ids=["qwen3-ATT-1-nonlinear-projection", "granite-ATT-2-multiplier-ignored", "granite-RES-1-multiplier-ignored",
+], ids=["qwen3-ATT-1-nonlinear-projection", "phi-ATT-1-nonlinear-projection", "granite-ATT-2-multiplier-ignored",
+        "granite-RES-1-multiplier-ignored",
         "granite-BLK-1-multiplier-ignored", "cohere-OUT-1-logit-scale-ignored", "gemma2-ATT-2-softcap-ignored",
         "gemma2-ATT-2-pre-attn-scalar-ignored"])
 def test_a_port_that_ignores_its_declaration_fails(family: str, claim: str, edit: Callable[[nn.Module], None]) -> None:
@@ -112,16 +116,20 @@ def test_a_port_that_ignores_its_declaration_fails(family: str, claim: str, edit
     assert r.status == "failed", (r.status, r.detail)
 
 
-def test_projections_are_the_q_and_k_projections_outputs() -> None:
-    """projections() is what q_proj and k_proj computed from the layer's normalised input, by HF's own modules."""
-    target = _target("qwen3")
-    ids = torch.tensor([[3, 14, 15, 92, 65]])
+@pytest.mark.parametrize(("family", "tokens"), [("qwen3", 5), ("phi", 5), ("phi", 4)],
+                         ids=["qwen3-token-major", "phi-head-major", "phi-heads-equal-tokens"])
+def test_projections_are_the_q_and_k_projections_outputs(family: str, tokens: int) -> None:
+    """projections() is what q_proj and k_proj computed from the layer's normalised input, by HF's own modules,
+    token-major whichever layout the norm took (Qwen 3: [B, T, H, d_head]; Phi: [B, H, T, d_head], and with 4 heads
+    and 4 tokens the axis is told by a pass with one token more)."""
+    target = _target(family)
+    ids = torch.tensor([[3, 14, 15, 92, 65][:tokens]])
     layer = target.model.model.layers[1]
     x = layer.input_layernorm(target.residual_states(ids)[1])
     q, k = target.projections(1, ids)
     torch.testing.assert_close(q, layer.self_attn.q_proj(x), atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(k, layer.self_attn.k_proj(x), atol=1e-6, rtol=1e-6)
-    assert q.shape == (1, 5, 4 * 8) and k.shape == (1, 5, 2 * 8)
+    assert q.shape == (1, tokens, 4 * 8) and k.shape[:2] == (1, tokens)
     assert not math.isclose(float(q.norm()), float(target.queries_keys(1, ids)[0].norm()))  # not the normed ones
 
 

@@ -67,13 +67,19 @@ def _rounding_bound(z: Tensor, temperature: float, u: float, tiny: float, input_
     if temperature != 1.0:
         a = a + y.abs()
     a = a * u
-    if input_err is not None:
-        a = a + input_err.detach().double().cpu().abs() / temperature
     a = torch.where(finite, a, torch.zeros_like(a))
     p = exact_softmax(zd, temperature)
     a_bar = (p * a).sum(dim=-1, keepdim=True)
     v = zd.shape[-1]
-    return 2 * p * (a + a_bar + (v + 4) * u) + tiny
+    bound = 2 * p * (a + a_bar + (v + 4) * u) + tiny
+    if input_err is None:
+        return bound
+    # Logits moved by up to d_j each move p_i by a factor within e^(+-(d_i + max_j d_j)) at any size; the first-order
+    # 2 p (d_i + sum_j p_j d_j) alone is too small once d is not small (bfloat16 rounds 1030 to 1032: d = 2, and the
+    # probabilities move by e^2). The larger of the two, so no bound is tighter than the first-order one was.
+    d = torch.where(finite, input_err.detach().double().cpu().abs() / temperature, torch.zeros_like(zd))
+    first_order = 2 * p * (d + (p * d).sum(dim=-1, keepdim=True))
+    return bound + torch.maximum(first_order, p * torch.expm1(d + d.amax(dim=-1, keepdim=True)))
 
 
 def within(actual: Tensor, expected: Tensor, bound: Tensor, what: str) -> None:

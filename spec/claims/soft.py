@@ -14,7 +14,10 @@ p_i (|e_i| + sum_j p_j |e_j|) to first order, and exp, the sum and the division 
 relative error of at most (V + 4) u. ``spec.oracles.softmax_error_bound`` returns twice that
 first-order bound per entry (the factor covers second-order terms and exponentials
 accurate to one ulp rather than half), plus the smallest normal number of the dtype
-for entries that underflow. With |z| <= 30 and T = 1 in float32 this is ~1e-5 on
+for entries that underflow. A known perturbation d of the logits before the softmax (SOFT-3's shift
+rounded in the target's dtype) moves p_i by a factor within e^(+-(d_i + max_j d_j)) whatever its size; the
+larger of that and its first-order form is added (bfloat16 rounds 1030 to 1032, and e^2 is not 1 + 2 * 2).
+With |z| <= 30 and T = 1 in float32 this is ~1e-5 on
 p ~ 1 and it grows with |z|/T, as the conditioning of softmax demands: no
 implementation working in float32 can do better for logits of 1e4 at T = 0.05.
 Comparisons are recorded as error / bound, so "worst" <= 1 means within it.

@@ -375,3 +375,24 @@ def test_repeated_rows_are_exact_groups_found_without_sorting_the_table(data: st
     for i, b in enumerate(bits):
         brute.setdefault(tuple(b), []).append(i)
     assert repeated_rows(table) == sorted(g for g in brute.values() if len(g) > 1)
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None, database=None)
+def test_the_bound_covers_a_large_perturbation_of_the_logits(data: st.DataObject) -> None:
+    """softmax_error_bound's input_err: logits moved by up to d each (any size, as bfloat16 rounding 1030 to 1032 moves
+    one by 2) must leave the exact softmax of the moved logits within the bound of the exact softmax of the others.
+    The first-order term alone failed here (p moves by e^2, not 1 + 2 * 2: SOFT-3 failed the bfloat16 reference)."""
+    from spec.oracles import exact_softmax, softmax_error_bound
+
+    v = data.draw(st.integers(2, 12), label="V")
+    z = torch.tensor(data.draw(st.lists(st.floats(-30, 30), min_size=v, max_size=v), label="z"), dtype=torch.float64)
+    d = torch.tensor(data.draw(st.lists(st.floats(-3, 3), min_size=v, max_size=v), label="d"), dtype=torch.float64)
+    moved = exact_softmax((z + d)[None], 1.0)
+    bound = softmax_error_bound((z + d)[None], 1.0, 2.0**-53, 0.0, input_err=d[None], reference_z=z[None])
+    assert bool(((moved - exact_softmax(z[None], 1.0)).abs() <= bound).all())
+
+
+def test_soft_3_passes_on_the_bfloat16_reference() -> None:
+    r = run("SOFT-3", ReferenceTarget.from_preset("llama-tiny", dtype=torch.bfloat16), PASS)
+    assert r.status == "passed", (r.detail, r.counterexample)

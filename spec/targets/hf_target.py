@@ -73,9 +73,10 @@ def _text_config(model: nn.Module) -> Any:
 
 
 def _number(config: Any, field: str, default: float | None = None) -> Any:
-    """A numeric config field as a float, ``default`` where the config lacks it or holds None."""
+    """A numeric config field as a float; ``default`` where the config lacks it or holds something else (None, or
+    MPT's logit_scale = "inv_sqrt_d_model", a rule this reading does not model)."""
     value = getattr(config, field, None)
-    return default if value is None or isinstance(value, bool) else float(value)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
 _QK_NORM_NAMES = (("q_norm", "k_norm"), ("q_layernorm", "k_layernorm"))  # transformers' names for QK-norm

@@ -64,6 +64,10 @@ def test_declarations_are_read_from_the_config() -> None:
     assert _target("qwen3").departures() == Departures(qk_norm=True)
     assert _target("phi").departures() == Departures(qk_norm=True)
     assert HFTarget(random_hf_model(transformers.LlamaConfig(**TINY), seed=0)).departures().declared() == {}
+    # a declaration that is not a number (MPT's logit_scale rule) is not read as one, and does not crash the reading
+    mpt = transformers.MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=97, max_seq_len=64,
+                                 logit_scale="inv_sqrt_d_model")
+    assert HFTarget(random_hf_model(mpt, seed=0)).departures() == Departures()
     # the reference's own declaration: config.attn_scale (GPT-2's scale_attn_weights = False converts to 1.0)
     assert ReferenceTarget.from_preset("llama-tiny").departures() == Departures()
 

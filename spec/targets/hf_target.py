@@ -79,7 +79,8 @@ def _number(config: Any, field: str, default: float | None = None) -> Any:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
-_QK_NORM_NAMES = (("q_norm", "k_norm"), ("q_layernorm", "k_layernorm"))  # transformers' names for QK-norm
+_QK_NORM_NAMES = (("q_norm", "k_norm"), ("q_layernorm", "k_layernorm"), ("query_layernorm", "key_layernorm"),
+                  ("q_layer_norm", "k_layer_norm"))  # transformers' names for QK-norm (80, 6, 3 and 1 models)
 
 
 def _qk_pair(module: nn.Module) -> list[nn.Module]:
@@ -226,7 +227,8 @@ class HFTarget(Target):
 
     def projections(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
         """The inputs of the layer's query and key norms (transformers' names for QK-norm layers: ``q_norm`` and
-        ``k_norm`` in Qwen 3, OLMo 2, Gemma 3, Cohere; ``q_layernorm`` and ``k_layernorm`` in Phi and StableLM),
+        ``k_norm`` in Qwen 3, OLMo 2, Gemma 3, Cohere; ``q_layernorm`` and ``k_layernorm`` in Phi and StableLM;
+        ``query_layernorm`` and ``key_layernorm`` in Hunyuan; ``q_layer_norm`` and ``k_layer_norm``),
         [B, T, features]: the queries and keys as their projections made them, before the norm and positions.
         Recorded in the pass that records the layer's attention call, which names the layer's attention module; no
         later layer runs. Which axis holds the tokens is measured, never guessed from sizes: the one of length T,
@@ -357,8 +359,8 @@ class HFTarget(Target):
         transformers' field names: ``attention_multiplier``, ``residual_multiplier``, ``logits_scaling`` (Granite),
         ``query_pre_attn_scalar`` (scale = its -1/2 power), ``attn_logit_softcapping``, ``final_logit_softcapping``
         (Gemma 2 and 3), ``logit_scale`` (Cohere); where a converter exists, its attn_scale (GPT-2's
-        scale_attn_weights = False); and QK-norm where the attention modules hold ``q_norm`` and ``k_norm`` (or
-        ``q_layernorm`` and ``k_layernorm``)."""
+        scale_attn_weights = False); and QK-norm where the attention modules hold a query and a key norm under
+        transformers' names (``q_norm`` and ``k_norm``, or the other pairs of ``_QK_NORM_NAMES``)."""
         text = _text_config(self.model)
         try:
             scale = self.config().attn_scale

@@ -117,8 +117,9 @@ class Departures:
     Real architectures change a constant of a documented formula on purpose, and say so in their configuration:
     Granite's attention, residual and logit multipliers, Gemma 2's query_pre_attn_scalar and soft caps, Cohere's
     logit_scale, GPT-2's scale_attn_weights = False; or add a step the documents do not have: Qwen 3, OLMo 2 and
-    Gemma 3 normalise queries and keys after their projections. The claims that the change touches (ATT-1, ATT-2,
-    OUT-1, RES-1, BLK-1) check the documents' formula with the declared constant or step, and report it
+    Gemma 3 normalise queries and keys after their projections; GPT-OSS gives each head's softmax a learned sink
+    logit, so the weights over positions sum to less than 1. The claims that the change touches (ATT-1 .. ATT-5,
+    SOFT-7, OUT-1, RES-1, BLK-1) check the documents' formula with the declared constant or step, and report it
     (:func:`note`), so a correct model of such an architecture passes and a port that ignores its own declaration
     fails, as a model that departs without declaring it does. Only a declaration counts, never what the outputs
     seem to fit: a scale read off the weights would make any wrong scale pass.
@@ -130,6 +131,7 @@ class Departures:
     logit_softcap: float | None = None  # logits -> c * tanh(logits / c), after the scale (OUT-1)
     residual_scale: float = 1.0  # each sublayer's output multiplied by it before it is added (RES-1, BLK-1)
     qk_norm: bool = False  # queries and keys normalised after their projections (ATT-1 checks the projections)
+    attn_sinks: bool = False  # each head's softmax has one more, learned logit with no value (GPT-OSS): ATT-1..5
 
     def declared(self) -> dict[str, object]:
         """The fields that differ from the documents' defaults, by name."""
@@ -236,6 +238,11 @@ class Target:
         if "config" in self.capabilities:
             return Departures(attn_scale=self.config().attn_scale)
         return Departures()
+
+    def attention_sinks(self, layer: int) -> Tensor:
+        """A layer's sink logits [heads], where ``departures().attn_sinks``: each head's softmax over the scores of
+        the visible keys has this one more logit, whose probability goes to no value (ATT-2 computes with it)."""
+        raise NotExposed("attention_sinks", "the sink logits of each head (departures().attn_sinks)")
 
     def projections(self, layer: int, ids: Tensor) -> tuple[Tensor, Tensor]:
         """A layer's queries and keys straight out of their projections, before any normalisation and positions,

@@ -87,6 +87,10 @@ def att_1(target: Target, data: st.DataObject) -> None:
                          f"layer {layer}, position {m}: {name} vs its affine fit on norm1(h)")
         tested += 1
     assume(tested > 0)
+    if target.departures().attn_sinks:  # a one-token output is then w(x) v(x) W_O, with w(x) < 1 moving with x
+        skip_part(NotExposed("attention_sinks", "the values half: with attention sinks (declared) a one-token "
+                                                "attention output is not its value through W_O"))
+        return
     g = torch.Generator().manual_seed(data.draw(seeds, label="x_seed"))
     xs = torch.randn(batch, 1, d, generator=g, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
     out = s.attention(xs)[:, 0]
@@ -103,9 +107,10 @@ def _alibi_slopes(n: int) -> list[float]:
 
 
 def _expected_weights(q: Tensor, k: Tensor, alibi: bool, scale: float | None = None,
-                      softcap: float | None = None) -> Tensor:
+                      softcap: float | None = None, sinks: Tensor | None = None) -> Tensor:
     """softmax(q k^T * scale (soft-capped) (+ ALiBi), causal) in float64: q [B, H, T, dh], k [B, Hkv, T, dh]; the
-    scale 1 / sqrt(d_head) unless a declared one is given, the cap c tanh(s / c) where one is declared."""
+    scale 1 / sqrt(d_head) unless a declared one is given, the cap c tanh(s / c) where one is declared, and each
+    head's sink logit [H] as one more entry of every row (its probability dropped) where sinks are declared."""
     h, t, dh = q.shape[1], q.shape[2], q.shape[3]
     kk = k.double().repeat_interleave(h // k.shape[1], dim=1)
     scores = q.double() @ kk.transpose(-1, -2) * (1 / math.sqrt(dh) if scale is None else scale)
@@ -116,7 +121,11 @@ def _expected_weights(q: Tensor, k: Tensor, alibi: bool, scale: float | None = N
         slopes = torch.tensor(_alibi_slopes(h), dtype=torch.float64, device=q.device)
         scores = scores + slopes[:, None, None] * (pos[None, :] - pos[:, None]).double()
     future = pos[None, :] > pos[:, None]
-    return torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    scores = scores.masked_fill(future, float("-inf"))
+    if sinks is None:
+        return torch.softmax(scores, dim=-1)
+    sink = sinks.double().to(scores.device)[None, :, None, None].expand(*scores.shape[:3], 1)
+    return torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
 
 
 @claim("ATT-2", "Attention scores are scaled dot products q . k / sqrt(d_head).",
@@ -146,10 +155,14 @@ def att_2(target: Target, data: st.DataObject) -> None:
     if cap is not None:
         note("attention scores", f"soft-capped at {cap:g} (c tanh(s / c)), declared")
         formula = f"{cap:g} tanh(({formula}) / {cap:g})"
+    sinks = target.attention_sinks(layer) if declared.attn_sinks else None
+    if sinks is not None:
+        note("attention sinks", "declared: one more learned logit per head in every softmax row, with no value")
+        formula += " with each head's sink logit"
     if "config" in target.capabilities:
-        want = _expected_weights(q, k, target.config().scheme.biases_scores, scale, cap)
+        want = _expected_weights(q, k, target.config().scheme.biases_scores, scale, cap, sinks)
     else:
-        want = min((_expected_weights(q, k, alibi, scale, cap) for alibi in (False, True)),
+        want = min((_expected_weights(q, k, alibi, scale, cap, sinks) for alibi in (False, True)),
                    key=lambda w: float((w - got).abs().max()))
     assert_close(got, want, CLASSES[target.tolerance], f"layer {layer}: attention weights vs softmax({formula})")
 
@@ -175,6 +188,10 @@ def att_3(target: Target, data: st.DataObject) -> None:
     """For real queries: weights >= 0, exactly 0 on future and padding keys, rows sum to 1."""
     ids, mask = _left_padded(data, target)
     tol = CLASSES[target.tolerance]
+    sinks = target.departures().attn_sinks  # rows then sum to 1 minus the sink's share: at most 1, above 0
+    if sinks:
+        note("attention sinks", "declared: rows of weights over the positions sum to at most 1 (the rest is the "
+                                "sink's)")
     t = ids.shape[1]
     future = torch.arange(t, device=ids.device)[None, :] > torch.arange(t, device=ids.device)[:, None]
     for use_mask in (False, True):
@@ -190,7 +207,12 @@ def att_3(target: Target, data: st.DataObject) -> None:
             check(bool((leak == 0).all()), f"{what}: weight {float(leak.abs().max()) if leak.numel() else 0:.3g} on a "
                                            "future or padding key")
             sums = w.sum(-1).masked_select(m[:, None, :].expand(w.shape[:3]))
-            assert_close(sums.double(), torch.ones_like(sums, dtype=torch.float64), tol, f"{what}: row sums")
+            ones = torch.ones_like(sums, dtype=torch.float64)
+            if sinks:
+                check(bool((sums > 0).all()), f"{what}: a row of weights sums to 0 or less")
+                assert_close(sums.double().clamp_max(1.0), sums.double(), tol, f"{what}: row sums above 1")
+            else:
+                assert_close(sums.double(), ones, tol, f"{what}: row sums")
 
 
 @claim("ATT-4", "Causality: the output at position i never depends on tokens after i; changing a later token leaves "
@@ -293,17 +315,28 @@ def _att_5_own(target: Target, data: st.DataObject) -> None:
           f"expected [B, kv_heads, T, d_head] and [B, heads, T, d_head] with heads a multiple of kv_heads")
     check(tuple(a.shape) == (b, h, t, t), f"layer {layer}: attention weights {tuple(a.shape)}, expected {(b, h, t, t)}")
     tol = CLASSES[target.tolerance]
-    _check_convex(a, tol, f"layer {layer}: ")
+    sinks = target.departures().attn_sinks  # the sink's share goes to no value: the hull of the values and 0
+    if sinks:
+        note("attention sinks", "declared: each head's output lies in the hull of its values and 0, position 0's "
+                                "is its weight times its own value")
+        check(bool((a >= 0).all()), f"layer {layer}: attention weights are negative somewhere")
+        check(bool((a.sum(-1) <= 1 + tol.atol).all()), f"layer {layer}: attention weight rows sum to more than 1")
+    else:
+        _check_convex(a, tol, f"layer {layer}: ")
     values = v.double().cpu().repeat_interleave(h // h_kv, dim=1)  # query head h reads value head h // group
     out = mixed.double().cpu()
     lo, hi = values.cummin(dim=2).values, values.cummax(dim=2).values  # [B, H, T, dh]: over the keys j <= t
+    if sinks:
+        lo, hi = lo.clamp_max(0.0), hi.clamp_min(0.0)
     slack = tol.atol + tol.rtol * values.abs().amax(dim=2, keepdim=True)
     outside = (out < lo - slack) | (out > hi + slack)
     if outside.any():
         check(False, f"layer {layer}: head outputs leave the convex hull of the values they can see (keys 0..t) at "
                      f"{int(outside.sum())} of {outside.numel()} coordinates, first [batch, head, position, "
                      f"coordinate] {torch.nonzero(outside)[0].tolist()}")
-    assert_close(out[:, :, 0], values[:, :, 0], tol, f"layer {layer}: position 0's head outputs vs its own values")
+    own = values[:, :, 0] * (a[:, :, 0, :1] if sinks else 1.0)  # [B, H, dh]: the sink takes the rest of the weight
+    assert_close(out[:, :, 0], own, tol, f"layer {layer}: position 0's head outputs vs its own values"
+                                         f"{' times their weight' if sinks else ''}")
     if target.dtype in (torch.float16, torch.bfloat16):
         note("ATT-5 in half precision", "head outputs checked against the convex hull of the values, not against "
              "reported weights times values: a kernel's own weights differ from the reported ones by the rounding "

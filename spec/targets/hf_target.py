@@ -92,6 +92,12 @@ def _qk_pair(module: nn.Module) -> list[nn.Module]:
     return []
 
 
+def _sinks(module: nn.Module) -> Tensor | None:
+    """The module's attention sink logits, where it holds a ``sinks`` parameter (transformers' name, GPT-OSS)."""
+    sinks = getattr(module, "sinks", None)
+    return sinks if isinstance(sinks, nn.Parameter) else None
+
+
 def _qk_norms(model: nn.Module) -> list[nn.Module]:
     """The query and key norms of every module holding a pair (transformers' QK-norm attention layers)."""
     return [norm for module in model.modules() for norm in _qk_pair(module)]
@@ -358,7 +364,8 @@ class HFTarget(Target):
         """What the model's config declares against the documents' formulas (spec.target.Departures), read by
         transformers' field names: ``attention_multiplier``, ``residual_multiplier``, ``logits_scaling`` (Granite),
         ``query_pre_attn_scalar`` (scale = its -1/2 power), ``attn_logit_softcapping``, ``final_logit_softcapping``
-        (Gemma 2 and 3), ``logit_scale`` (Cohere); where a converter exists, its attn_scale (GPT-2's
+        (Gemma 2 and 3), ``logit_scale`` (Cohere); sinks where an attention module holds a ``sinks`` parameter
+        (GPT-OSS); where a converter exists, its attn_scale (GPT-2's
         scale_attn_weights = False); and QK-norm where the attention modules hold a query and a key norm under
         transformers' names (``q_norm`` and ``k_norm``, or the other pairs of ``_QK_NORM_NAMES``)."""
         text = _text_config(self.model)
@@ -377,7 +384,18 @@ class HFTarget(Target):
         return Departures(attn_scale=scale, attn_softcap=_number(text, "attn_logit_softcapping"),
                           logit_scale=logit_scale, logit_softcap=_number(text, "final_logit_softcapping"),
                           residual_scale=_number(text, "residual_multiplier", 1.0),
-                          qk_norm=bool(_qk_norms(self.model)))
+                          qk_norm=bool(_qk_norms(self.model)), attn_sinks=any(_sinks(m) is not None
+                                                                               for m in self.model.modules()))
+
+    def attention_sinks(self, layer: int) -> Tensor:
+        """The ``sinks`` parameter (transformers' name: GPT-OSS) of the module that made the layer's attention call,
+        [heads]; no later layer runs."""
+        call = self._attention_calls(torch.zeros(1, 1, dtype=torch.long, device=self.device), upto=layer)[layer]
+        sinks = _sinks(call.module)
+        if sinks is None:
+            raise NotExposed("attention_sinks", f"layer {layer}'s attention ({type(call.module).__name__}) has no "
+                                                "sinks parameter")
+        return sinks.detach()
 
     def tied_embeddings(self) -> bool:
         """The model's own declaration (``config.tie_word_embeddings``), with or without a converter (issue #12)."""

@@ -39,6 +39,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
                                   "embedding_multiplier": 2.0}),
     "phi": ("PhiConfig", {"qk_layernorm": True, "partial_rotary_factor": 0.5}),  # LayerNorm on [B, H, T, d_head]
     "cohere": ("CohereConfig", {"logit_scale": 0.0625}),
+    "gpt_oss": ("GptOssConfig", {"head_dim": 8, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                 "sliding_window": 64}),  # a learned sink logit per head in every softmax
     # caps small enough that tanh bends these scores and logits (Gemma 2's own 50 and 30 barely would)
     "gemma2": ("Gemma2Config", {"head_dim": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 1.0,
                                 "final_logit_softcapping": 2.0, "sliding_window": 64}),
@@ -63,6 +65,7 @@ def test_declarations_are_read_from_the_config() -> None:
     assert _target("gemma2").departures() == Departures(attn_scale=0.25, attn_softcap=1.0, logit_softcap=2.0)
     assert _target("qwen3").departures() == Departures(qk_norm=True)
     assert _target("phi").departures() == Departures(qk_norm=True)
+    assert _target("gpt_oss").departures() == Departures(attn_sinks=True)
     assert HFTarget(random_hf_model(transformers.LlamaConfig(**TINY), seed=0)).departures().declared() == {}
     # a declaration that is not a number (MPT's logit_scale rule) is not read as one, and does not crash the reading
     mpt = transformers.MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=97, max_seq_len=64,
@@ -78,6 +81,8 @@ def test_declarations_are_read_from_the_config() -> None:
     ("granite", "RES-1", "residual scale"), ("granite", "BLK-1", "residual scale"),
     ("cohere", "OUT-1", "logit scale"),
     ("gemma2", "ATT-2", "attention scores"), ("gemma2", "OUT-1", "logit soft cap"),
+    ("gpt_oss", "ATT-2", "attention sinks"), ("gpt_oss", "ATT-3", "attention sinks"),
+    ("gpt_oss", "ATT-5", "attention sinks"),
 ])
 def test_a_declared_departure_passes_and_is_reported(family: str, claim: str, noted: str) -> None:
     r = _run(claim, _target(family), PASS)
@@ -151,3 +156,26 @@ def test_a_config_the_converter_cannot_express_is_not_exposed() -> None:
     for claim in ("EMB-1", "ATT-2", "BLK-1"):
         r = _run(claim, target, PASS)
         assert r.status == "passed", (claim, r.status, r.detail)
+
+
+class _SinksMisread(HFTarget):
+    """An adapter that declares sinks but hands ATT-2 logits of 0 instead of the model's."""
+
+    def attention_sinks(self, layer: int) -> torch.Tensor:
+        return torch.zeros_like(super().attention_sinks(layer))
+
+
+def test_sinks_are_the_models_own() -> None:
+    """ATT-2 computes with the sink logits the target gives, the model's own ``sinks`` parameter: other values fail,
+    and so does a model with sinks that does not declare them (the documents' rows sum to 1)."""
+    target = _target("gpt_oss")
+    layer = target.model.model.layers[1].self_attn
+    torch.testing.assert_close(target.attention_sinks(1), layer.sinks.detach(), atol=0, rtol=0)
+    assert _run("ATT-2", _SinksMisread(target.model), FAIL).status == "failed"
+
+    class Undeclared(HFTarget):
+        def departures(self) -> Departures:
+            return Departures()
+
+    for claim in ("ATT-2", "ATT-3"):
+        assert _run(claim, Undeclared(target.model), FAIL).status == "failed", claim

@@ -132,6 +132,7 @@ class Departures:
     residual_scale: float = 1.0  # each sublayer's output multiplied by it before it is added (RES-1, BLK-1)
     qk_norm: bool = False  # queries and keys normalised after their projections (ATT-1 checks the projections)
     attn_sinks: bool = False  # each head's softmax has one more, learned logit with no value (GPT-OSS): ATT-1..5
+    attn_sub_norm: bool = False  # the heads' mix is normalised before W_O (BitNet): ATT-1 and SOFT-7 skip a half
 
     def declared(self) -> dict[str, object]:
         """The fields that differ from the documents' defaults, by name."""

@@ -87,9 +87,12 @@ def att_1(target: Target, data: st.DataObject) -> None:
                          f"layer {layer}, position {m}: {name} vs its affine fit on norm1(h)")
         tested += 1
     assume(tested > 0)
-    if target.departures().attn_sinks:  # a one-token output is then w(x) v(x) W_O, with w(x) < 1 moving with x
-        skip_part(NotExposed("attention_sinks", "the values half: with attention sinks (declared) a one-token "
-                                                "attention output is not its value through W_O"))
+    declared = target.departures()
+    if declared.attn_sinks or declared.attn_sub_norm:  # w(x) v(x) W_O with w(x) < 1, or W_O norm(v(x)): not affine
+        what = "attention sinks" if declared.attn_sinks else "a norm of the heads' mix before W_O"
+        skip_part(NotExposed("attention_sinks" if declared.attn_sinks else "attn_sub_norm",
+                             f"the values half: with {what} (declared) a one-token attention output is not its value "
+                             "through W_O"))
         return
     g = torch.Generator().manual_seed(data.draw(seeds, label="x_seed"))
     xs = torch.randn(batch, 1, d, generator=g, dtype=torch.float64).to(dtype=x.dtype, device=x.device)

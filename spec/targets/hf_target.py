@@ -365,7 +365,8 @@ class HFTarget(Target):
         transformers' field names: ``attention_multiplier``, ``residual_multiplier``, ``logits_scaling`` (Granite),
         ``query_pre_attn_scalar`` (scale = its -1/2 power), ``attn_logit_softcapping``, ``final_logit_softcapping``
         (Gemma 2 and 3), ``logit_scale`` (Cohere); sinks where an attention module holds a ``sinks`` parameter
-        (GPT-OSS); where a converter exists, its attn_scale (GPT-2's
+        (GPT-OSS); a norm of the heads' mix before W_O where an attention module holds ``attn_sub_norm`` (BitNet);
+        where a converter exists, its attn_scale (GPT-2's
         scale_attn_weights = False); and QK-norm where the attention modules hold a query and a key norm under
         transformers' names (``q_norm`` and ``k_norm``, or the other pairs of ``_QK_NORM_NAMES``)."""
         text = _text_config(self.model)
@@ -384,8 +385,10 @@ class HFTarget(Target):
         return Departures(attn_scale=scale, attn_softcap=_number(text, "attn_logit_softcapping"),
                           logit_scale=logit_scale, logit_softcap=_number(text, "final_logit_softcapping"),
                           residual_scale=_number(text, "residual_multiplier", 1.0),
-                          qk_norm=bool(_qk_norms(self.model)), attn_sinks=any(_sinks(m) is not None
-                                                                               for m in self.model.modules()))
+                          qk_norm=bool(_qk_norms(self.model)),
+                          attn_sinks=any(_sinks(m) is not None for m in self.model.modules()),
+                          attn_sub_norm=any(isinstance(getattr(m, "attn_sub_norm", None), nn.Module)
+                                            for m in self.model.modules()))
 
     def attention_sinks(self, layer: int) -> Tensor:
         """The ``sinks`` parameter (transformers' name: GPT-OSS) of the module that made the layer's attention call,

@@ -41,6 +41,7 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "cohere": ("CohereConfig", {"logit_scale": 0.0625}),
     "gpt_oss": ("GptOssConfig", {"head_dim": 8, "num_local_experts": 4, "num_experts_per_tok": 2,
                                  "sliding_window": 64}),  # a learned sink logit per head in every softmax
+    "bitnet": ("BitNetConfig", {}),  # attn_sub_norm: the heads' mix normalised before W_O
     # caps small enough that tanh bends these scores and logits (Gemma 2's own 50 and 30 barely would)
     "gemma2": ("Gemma2Config", {"head_dim": 8, "query_pre_attn_scalar": 16, "attn_logit_softcapping": 1.0,
                                 "final_logit_softcapping": 2.0, "sliding_window": 64}),
@@ -66,6 +67,7 @@ def test_declarations_are_read_from_the_config() -> None:
     assert _target("qwen3").departures() == Departures(qk_norm=True)
     assert _target("phi").departures() == Departures(qk_norm=True)
     assert _target("gpt_oss").departures() == Departures(attn_sinks=True)
+    assert _target("bitnet").departures() == Departures(attn_sub_norm=True)
     assert HFTarget(random_hf_model(transformers.LlamaConfig(**TINY), seed=0)).departures().declared() == {}
     # a declaration that is not a number (MPT's logit_scale rule) is not read as one, and does not crash the reading
     mpt = transformers.MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=97, max_seq_len=64,
@@ -179,3 +181,18 @@ def test_sinks_are_the_models_own() -> None:
 
     for claim in ("ATT-2", "ATT-3"):
         assert _run(claim, Undeclared(target.model), FAIL).status == "failed", claim
+
+
+@pytest.mark.parametrize("claim", ["ATT-1", "SOFT-7"])
+def test_a_sub_norm_skips_only_the_half_it_breaks(claim: str) -> None:
+    """BitNet normalises the heads' mix before W_O: ATT-1's values half and SOFT-7's scaling half are skipped by name
+    (they failed a correct model), the rest of each claim runs; undeclared, the claim fails as before."""
+    target = _target("bitnet")
+    r = _run(claim, target, PASS)
+    assert r.status == "partly run" and "attn_sub_norm" in r.detail, (r.status, r.detail)
+
+    class Undeclared(HFTarget):
+        def departures(self) -> Departures:
+            return Departures()
+
+    assert _run(claim, Undeclared(target.model), FAIL).status == "failed"

@@ -186,7 +186,8 @@ def _left_padded(data: st.DataObject, target: Target) -> tuple[Tensor, Tensor]:
        precise="'visible' made precise: for every real (unpadded) query position i, the weights on keys after i and "
                "on padding keys are exactly 0, all weights are finite and >= 0, and each row sums to 1, in every "
                "layer and head, with and without left padding (an attention mask). Rows of padding queries are not "
-               "constrained")
+               "constrained. Where the target declares attention sinks (departures().attn_sinks, GPT-OSS), a row "
+               "sums to at most 1 and more than 0: the rest is the sink's")
 def att_3(target: Target, data: st.DataObject) -> None:
     """For real queries: weights >= 0, exactly 0 on future and padding keys, rows sum to 1."""
     ids, mask = _left_padded(data, target)
@@ -278,7 +279,9 @@ def _attention_update(sub: Target, ids: Tensor) -> tuple[Tensor, Tensor]:
                "A built model (build and its reference_model): with its MLP outputs zeroed (so block 0 adds only "
                "attention), the update at every position must equal sum_h (sum_j a_hij v_hj) W_O[h] + b_O with the "
                "target's own weights a and v = norm1(h) W_V + b_V computed here from the weights; at position 0, "
-               "sum_h v_h0 W_O[h] + b_O with no weights at all")
+               "sum_h v_h0 W_O[h] + b_O with no weights at all. With declared attention sinks (departures()."
+               "attn_sinks) the weights may sum to less than 1: each head's output is held to the hull of its values "
+               "and 0, and at position 0 to its weight times its own value")
 def att_5(target: Target, data: st.DataObject) -> None:
     """Built model: block-0 attention update == (attention weights @ values) W_O + b_O, at position 0 v_0 W_O + b_O.
     Own forward pass: each head's mix == its weights @ its group's values, at position 0 its own value."""

@@ -323,7 +323,9 @@ def soft_6(target: Target, data: st.DataObject) -> None:
                " be finite at every position, and position 0, which sees only itself, must keep weight exactly 1 on "
                "its own value: its update less that of a zero input grows exactly linearly in c (the value path is "
                "linear; rotary and ALiBi change nothing at offset 0). Models that normalise q and k (QK-norm) keep "
-               "their scores bounded and pass trivially")
+               "their scores bounded and pass trivially. Where the target declares attention sinks or a norm of the "
+               "heads' mix before W_O (departures()), position 0's output is not linear in c, and that half is "
+               "skipped by name; the finiteness half runs")
 def soft_7(target: Target, data: st.DataObject) -> None:
     """For drawn z with |z| <= 1e4, a drawn subset of entries set to -inf (never a whole row), and T in {1, drawn}:
     softmax(z, T) is finite, exactly 0 on -inf entries, and matches exact float64 softmax(z / T) within the bound.

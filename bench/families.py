@@ -83,6 +83,9 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], str]] = {
     "arcee": ("arcee", {}, "eager"),
     "bitnet": ("bitnet", {}, "eager"),
     "lfm2": ("lfm2", {}, "eager"),
+    "gpt2_scale_by_layer": ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, "eager"),
+    "falcon_alibi": ("falcon", {"alibi": True, "num_kv_heads": 4}, "eager"),
+    "gpt_neox_sequential": ("gpt_neox", {"use_parallel_residual": False, "rotary_pct": 0.25}, "eager"),
 }
 
 

@@ -127,6 +127,7 @@ class Departures:
 
     attn_scale: float | None = None  # the score scale, instead of 1/sqrt(d_head) (ATT-2)
     attn_softcap: float | None = None  # scores -> c * tanh(scores / c) before the mask (ATT-2)
+    attn_scale_by_layer: bool = False  # the score scale further divided by layer + 1, layers counted from 0 (ATT-2)
     logit_scale: float = 1.0  # logits multiplied by it (OUT-1)
     logit_softcap: float | None = None  # logits -> c * tanh(logits / c), after the scale (OUT-1)
     residual_scale: float = 1.0  # each sublayer's output multiplied by it before it is added (RES-1, BLK-1)

@@ -156,6 +156,10 @@ def att_2(target: Target, data: st.DataObject) -> None:
     formula = f"q.k / sqrt({q.shape[-1]})" if scale is None else f"q.k * {scale:.6g} (declared scale)"
     if scale is not None and not math.isclose(scale, q.shape[-1] ** -0.5, rel_tol=1e-6):
         note("attention scale", f"{scale:.6g}, declared, instead of 1/sqrt(d_head) = {q.shape[-1] ** -0.5:.6g}")
+    if declared.attn_scale_by_layer:
+        note("attention scale", "declared: divided by the layer's number + 1")
+        scale = (q.shape[-1] ** -0.5 if scale is None else scale) / (layer + 1)  # layer drawn in 0..n_layers - 1
+        formula += f" / {layer + 1} (declared: layer + 1)"
     if cap is not None:
         note("attention scores", f"soft-capped at {cap:g} (c tanh(s / c)), declared")
         formula = f"{cap:g} tanh(({formula}) / {cap:g})"

@@ -362,18 +362,22 @@ class HFTarget(Target):
 
     def departures(self) -> Departures:
         """What the model's config declares against the documents' formulas (spec.target.Departures), read by
-        transformers' field names: ``attention_multiplier``, ``residual_multiplier``, ``logits_scaling`` (Granite),
-        ``query_pre_attn_scalar`` (scale = its -1/2 power), ``attn_logit_softcapping``, ``final_logit_softcapping``
-        (Gemma 2 and 3), ``logit_scale`` (Cohere); sinks where an attention module holds a ``sinks`` parameter
-        (GPT-OSS); a norm of the heads' mix before W_O where an attention module holds ``attn_sub_norm`` (BitNet);
-        where a converter exists, its attn_scale (GPT-2's
-        scale_attn_weights = False); and QK-norm where the attention modules hold a query and a key norm under
-        transformers' names (``q_norm`` and ``k_norm``, or the other pairs of ``_QK_NORM_NAMES``)."""
+        transformers' own names:
+        - ``attention_multiplier``, ``residual_multiplier``, ``logits_scaling`` (Granite);
+        - ``query_pre_attn_scalar`` (scale = its -1/2 power), ``attn_logit_softcapping``, ``final_logit_softcapping``
+          (Gemma 2 and 3); ``logit_scale`` (Cohere);
+        - ``scale_attn_weights = False`` (GPT-2, GPT-BigCode: scale 1) and ``scale_attn_by_inverse_layer_idx``
+          (GPT-2: the scale divided by layer + 1); where a converter exists, its attn_scale;
+        - sinks where an attention module holds a ``sinks`` parameter (GPT-OSS), a norm of the heads' mix before W_O
+          where one holds ``attn_sub_norm`` (BitNet), QK-norm where one holds a query and a key norm under the names
+          of ``_QK_NORM_NAMES``."""
         text = _text_config(self.model)
         try:
             scale = self.config().attn_scale
         except NotExposed:
             scale = None
+        if getattr(text, "scale_attn_weights", True) is False:  # GPT-2, GPT-BigCode: no 1/sqrt(d_head) at all
+            scale = 1.0
         pre_attn = _number(text, "query_pre_attn_scalar")
         if pre_attn is not None:
             scale = pre_attn ** -0.5
@@ -382,7 +386,9 @@ class HFTarget(Target):
         granite = _number(text, "logits_scaling")
         if granite is not None:
             logit_scale = logit_scale / granite
+        by_layer = getattr(text, "scale_attn_by_inverse_layer_idx", False) is True  # GPT-2's option
         return Departures(attn_scale=scale, attn_softcap=_number(text, "attn_logit_softcapping"),
+                          attn_scale_by_layer=by_layer,
                           logit_scale=logit_scale, logit_softcap=_number(text, "final_logit_softcapping"),
                           residual_scale=_number(text, "residual_multiplier", 1.0),
                           qk_norm=bool(_qk_norms(self.model)),

@@ -196,3 +196,20 @@ def test_a_sub_norm_skips_only_the_half_it_breaks(claim: str) -> None:
             return Departures()
 
     assert _run(claim, Undeclared(target.model), FAIL).status == "failed"
+
+
+@pytest.mark.parametrize("by_layer", [True, False], ids=["declared", "ignored"])
+def test_gpt2_scale_by_inverse_layer(by_layer: bool) -> None:
+    """GPT-2's scale_attn_by_inverse_layer_idx divides layer l's scores by l + 1, as its config declares (the converter
+    cannot express it, so only the declaration tells): ATT-2 passes; a port that ignores it fails at layer >= 1.
+    scale_attn_weights = False (no 1/sqrt(d_head)) is read from the config too."""
+    config = transformers.GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                     scale_attn_by_inverse_layer_idx=True, scale_attn_weights=False,
+                                     bos_token_id=1, eos_token_id=2)
+    model = random_hf_model(config, seed=0)
+    target = HFTarget(model)
+    assert target.departures() == Departures(attn_scale=1.0, attn_scale_by_layer=True)
+    if not by_layer:  # HF divides each layer's scaling at init: a port that does not has scaling 1 everywhere
+        _each("Attention", "scaling", 1.0)(model)
+    r = _run("ATT-2", target, PASS if by_layer else FAIL)
+    assert r.status == ("passed" if by_layer else "failed"), (r.status, r.detail)

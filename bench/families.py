@@ -7,8 +7,8 @@ built by transformers itself from a tiny config -- the sizes below plus the fami
 as spec.targets.hf_presets.random_hf_model draws them. None has a preset or a converter here. The whole catalog runs
 on each through spec.check.Check, as ``PYTHONPATH=. next-token-spec check bench.families:<name>`` would from the
 repository's root (a factory target), with no expected deviations. These are correct models: a failed claim in the
-table is a false alarm of the spec, or a transformers bug, and is the first thing to look at. Session 11 measured 31
-such failures in 9 of these and their kin (a rope-scaled Llama, QK-norm, Granite's multipliers, Gemma 2's soft
+table is a false alarm of the spec, or a transformers bug, and is the first thing to look at. Session 11 measured 32
+such failures in 10 of these and their kin (a rope-scaled Llama, QK-norm, Granite's multipliers, Gemma 2's soft
 caps, Cohere's logit scale, GPT-OSS's sinks, BitNet's sub-norm); each became a declared departure
 (spec.target.Departures) or a fix. Seconds stretch with the load (printed); the verdicts do not.
 """

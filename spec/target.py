@@ -238,7 +238,10 @@ class Target:
         capability: a target that says nothing follows the documents. By default, the score scale of ``config``
         where the target exposes one; an adapter of such an architecture overrides this."""
         if "config" in self.capabilities:
-            return Departures(attn_scale=self.config().attn_scale)
+            try:
+                return Departures(attn_scale=self.config().attn_scale)
+            except NotExposed:  # a config this target cannot give after all: nothing declared
+                pass
         return Departures()
 
     def attention_sinks(self, layer: int) -> Tensor:

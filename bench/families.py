@@ -11,6 +11,13 @@ table is a false alarm of the spec, or a transformers bug, and is the first thin
 such failures in 10 of these and their kin (a rope-scaled Llama, QK-norm, Granite's multipliers, Gemma 2's soft
 caps, Cohere's logit scale, GPT-OSS's sinks, BitNet's sub-norm); each became a declared departure
 (spec.target.Departures) or a fix. Seconds stretch with the load (printed); the verdicts do not.
+
+Open (the table shows them failing, on purpose):
+- jamba, falcon_h1 (Mamba hybrids): GEN-2 on a left-padded row, cached decoding against one full pass. Probably
+  transformers' own behaviour (a Mamba layer's conv and SSM state take in the padded positions on one path and not
+  the other); not yet shown.
+- minimax: RES-1 and BLK-1 (its residual is alpha h + beta sublayer(h), a departure not declared yet), SOFT-7 and
+  GEN-2 (lightning attention, linear rather than softmax, in some layers).
 """
 
 from __future__ import annotations
@@ -83,6 +90,12 @@ FAMILIES: dict[str, tuple[str, dict[str, Any], str]] = {
     "arcee": ("arcee", {}, "eager"),
     "bitnet": ("bitnet", {}, "eager"),
     "lfm2": ("lfm2", {}, "eager"),
+    "jamba": ("jamba", {"num_experts": 2, "num_experts_per_tok": 1, "attn_layer_period": 2, "attn_layer_offset": 1,
+                        "expert_layer_period": 2, "expert_layer_offset": 1, "mamba_d_state": 4, "mamba_dt_rank": 4},
+              "eager"),
+    "falcon_h1": ("falcon_h1", HEAD8 | {"mamba_d_ssm": 32, "mamba_n_heads": 4, "mamba_d_head": 8, "mamba_d_state": 4,
+                                        "mamba_n_groups": 1}, "eager"),
+    "minimax": ("minimax", HEAD8 | {"num_local_experts": 2, "num_experts_per_tok": 1}, "eager"),
     "gpt2_scale_by_layer": ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, "eager"),
     "falcon_alibi": ("falcon", {"alibi": True, "num_kv_heads": 4}, "eager"),
     "gpt_neox_sequential": ("gpt_neox", {"use_parallel_residual": False, "rotary_pct": 0.25}, "eager"),
@@ -126,6 +139,7 @@ def main() -> None:
     from spec import profiles
     from spec.catalog import ordered
     from spec.check import Check
+    from spec.errors import InputError
     from spec.runner import FAILING
 
     profiles.load(args.profile)
@@ -135,7 +149,11 @@ def main() -> None:
     false_alarms = 0
     for name in args.only or FAMILIES:
         started = time.perf_counter()
-        check = Check(f"bench.families:{name}", expectations=None, profile=args.profile)
+        try:
+            check = Check(f"bench.families:{name}", expectations=None, profile=args.profile)
+        except InputError as exc:  # this transformers cannot build or call the entry: a row, not the end of the sweep
+            print(f"| {name:24} | not built: {exc}", flush=True)
+            continue
         results = check.run_all(ordered(), jobs=args.jobs)
         counts = Counter(r.status for r in results)
         failed = [r.claim for r in results if r.status in FAILING]

@@ -13,9 +13,10 @@ caps, Cohere's logit scale, GPT-OSS's sinks, BitNet's sub-norm); each became a d
 (spec.target.Departures) or a fix. Seconds stretch with the load (printed); the verdicts do not.
 
 Open (the table shows them failing, on purpose):
-- jamba, falcon_h1 (Mamba hybrids): GEN-2 on a left-padded row, cached decoding against one full pass. Probably
-  transformers' own behaviour (a Mamba layer's conv and SSM state take in the padded positions on one path and not
-  the other); not yet shown.
+- jamba, falcon_h1 (Mamba hybrids): GEN-2 on a left-padded row, cached decoding against one full pass. Not a false
+  alarm: plain transformers calls show it (batch [[0, 5], [0, 7]], mask [[1, 1], [0, 1]]; row 1's full pass equals
+  the row alone within 2e-6, its cached step -- prefill the pad, then one token -- differs by 1.36 on Jamba and 0.02
+  on Falcon-H1), so transformers' cached Mamba path with left padding is what GEN-2 catches.
 - minimax: RES-1 and BLK-1 (its residual is alpha h + beta sublayer(h), a departure not declared yet), SOFT-7 and
   GEN-2 (lightning attention, linear rather than softmax, in some layers).
 """

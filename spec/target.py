@@ -135,6 +135,19 @@ class Departures:
     attn_sinks: bool = False  # each head's softmax has one more, learned logit with no value (GPT-OSS): ATT-1..5
     attn_sub_norm: bool = False  # the heads' mix is normalised before W_O (BitNet): ATT-1 and SOFT-7 skip a half
 
+    def head_output_not_affine(self, part: str) -> NotExposed | None:
+        """Why ``part`` of a claim cannot hold, where it needs a one-token attention output to be the token's value
+        through W_O (ATT-1's values half, SOFT-7's scaling half): a sink takes weight from it, or a norm sits before
+        W_O. None where nothing declared stands in the way."""
+        if self.attn_sinks:
+            return NotExposed("attention_sinks", f"{part}: with attention sinks (declared) a one-token attention "
+                                                 "output is its value through W_O times a weight below 1 that moves "
+                                                 "with the input")
+        if self.attn_sub_norm:
+            return NotExposed("attn_sub_norm", f"{part}: with a norm of the heads' mix before W_O (declared) a "
+                                               "one-token attention output is W_O norm(v), not affine in the input")
+        return None
+
     def declared(self) -> dict[str, object]:
         """The fields that differ from the documents' defaults, by name."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}

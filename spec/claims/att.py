@@ -88,12 +88,9 @@ def att_1(target: Target, data: st.DataObject) -> None:
                          f"layer {layer}, position {m}: {name} vs its affine fit on norm1(h)")
         tested += 1
     assume(tested > 0)
-    declared = target.departures()
-    if declared.attn_sinks or declared.attn_sub_norm:  # w(x) v(x) W_O with w(x) < 1, or W_O norm(v(x)): not affine
-        what = "attention sinks" if declared.attn_sinks else "a norm of the heads' mix before W_O"
-        skip_part(NotExposed("attention_sinks" if declared.attn_sinks else "attn_sub_norm",
-                             f"the values half: with {what} (declared) a one-token attention output is not its value "
-                             "through W_O"))
+    blocked = target.departures().head_output_not_affine("the values half")
+    if blocked is not None:
+        skip_part(blocked)
         return
     g = torch.Generator().manual_seed(data.draw(seeds, label="x_seed"))
     xs = torch.randn(batch, 1, d, generator=g, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
@@ -216,12 +213,11 @@ def att_3(target: Target, data: st.DataObject) -> None:
             check(bool((leak == 0).all()), f"{what}: weight {float(leak.abs().max()) if leak.numel() else 0:.3g} on a "
                                            "future or padding key")
             sums = w.sum(-1).masked_select(m[:, None, :].expand(w.shape[:3]))
-            ones = torch.ones_like(sums, dtype=torch.float64)
             if sinks:
                 check(bool((sums > 0).all()), f"{what}: a row of weights sums to 0 or less")
                 assert_close(sums.double().clamp_max(1.0), sums.double(), tol, f"{what}: row sums above 1")
             else:
-                assert_close(sums.double(), ones, tol, f"{what}: row sums")
+                assert_close(sums.double(), torch.ones_like(sums, dtype=torch.float64), tol, f"{what}: row sums")
 
 
 @claim("ATT-4", "Causality: the output at position i never depends on tokens after i; changing a later token leaves "

@@ -320,14 +320,8 @@ def blk_1(target: Target, data: st.DataObject) -> None:
     x = hidden_states(data, target, d, label="x")
     out = s.block(x)
     check(tuple(out.shape) == tuple(x.shape), f"block {layer} maps {tuple(x.shape)} to {tuple(out.shape)}")
-    r = _residual_scale(target)
-    a = r * s.attention(s.norm1(x))
-    if s.parallel:
-        expected = x + a + r * s.mlp(s.norm2(x))
-    else:
-        h1 = x + a
-        expected = h1 + r * s.mlp(s.norm2(h1))
-    assert_close(out, expected, tol, f"block {layer} ({'parallel' if s.parallel else 'sequential'}) vs the pre-norm "
+    a, m = _block_formula(s, x, _residual_scale(target))
+    assert_close(out, x + a + m, tol, f"block {layer} ({'parallel' if s.parallel else 'sequential'}) vs the pre-norm "
                                      "formula from its parts")
     b = data.draw(st.integers(1, 2), label="batch")
     ids = data.draw(target_ids(target, max_len=8, batch=b), label="ids")

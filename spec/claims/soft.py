@@ -357,12 +357,9 @@ def _soft_7_attention(target: Target, data: st.DataObject) -> None:
           f"layer {layer}'s attention of its input times {c:g} is not finite (scores grow as c^2): "
           f"{(~torch.isfinite(y)).sum().item()} entries of {y.numel()} are inf or NaN, at positions "
           f"{sorted(set(torch.nonzero(~torch.isfinite(y))[:, 1].tolist()))}")
-    declared = target.departures()
-    if declared.attn_sinks or declared.attn_sub_norm:  # a weight below 1 moving with c, or a norm: not linear in c
-        what = "attention sinks" if declared.attn_sinks else "a norm of the heads' mix before W_O"
-        skip_part(NotExposed("attention_sinks" if declared.attn_sinks else "attn_sub_norm",
-                             f"position 0's linear scaling: with {what} (declared) its output is not linear in the "
-                             "scale"))
+    blocked = target.departures().head_output_not_affine("position 0's linear scaling")
+    if blocked is not None:
+        skip_part(blocked)
         return
     base = attention(torch.zeros_like(x))[:, 0].double()
     one = attention(x)[:, 0].double() - base

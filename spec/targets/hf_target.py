@@ -240,12 +240,14 @@ class HFTarget(Target):
         later layer runs. Which axis holds the tokens is measured, never guessed from sizes: the one of length T,
         or where two are (heads = T), the one that grows by one with one more token."""
         module, (q, k) = self._norm_inputs(layer, ids)
+        longer: tuple[Tensor, Tensor] | None = None  # the same inputs for one token more, where an axis is in doubt
         both = []
         for name, x in (("query", q), ("key", k)):
             axes = [i for i in range(1, x.dim()) if x.shape[i] == ids.shape[1]]
             if len(axes) > 1:  # heads = tokens, say: one token more tells
-                longer = self._norm_inputs(layer, torch.cat([ids, ids[:, :1]], dim=1))[1][name == "key"]
-                axes = [i for i in axes if longer.shape[i] == ids.shape[1] + 1]
+                if longer is None:
+                    longer = self._norm_inputs(layer, torch.cat([ids, ids[:, :1]], dim=1))[1]
+                axes = [i for i in axes if longer[name == "key"].shape[i] == ids.shape[1] + 1]
             if x.shape[0] != ids.shape[0] or len(axes) != 1:
                 raise NotExposed("projections", f"layer {layer}'s {name} norm ({type(module).__name__}) took "
                                                 f"{tuple(x.shape)} for {tuple(ids.shape)} ids: no one token axis")
